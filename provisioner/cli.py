@@ -1,0 +1,188 @@
+"""The `provision` command line: parse options, call the library, print, exit.
+
+Library errors become one red line (more lines only when there are more problems)
+and an exit code; a user's mistake never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn, Optional
+
+import typer
+
+from .errors import ProvisionError
+from .targets import Target
+
+HELP = """\
+Install the Ollama LLM server on GPU machines and prove that models run on the GPU.
+
+Four deployment targets, each the members of the inventory group named after it:
+native (systemd service), docker (container + NVIDIA runtime), lxc (Proxmox VE or
+plain LXC with the GPU nodes passed in) and kvm (libvirt VM with VFIO passthrough).
+
+\b
+Examples:
+  provision render --target lxc -i inventories/example   # every file, nothing changed
+  provision --target native -i inventories/homelab        # the whole flow
+  provision --target native -i inventories/homelab --check --diff   # dry run
+"""
+
+app = typer.Typer(
+    help=HELP,
+    no_args_is_help=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+INVENTORY_HELP = "Ansible inventory: a hosts.yml file or a directory with hosts.yml, group_vars/, host_vars/."
+LIMIT_HELP = "Only these hosts or groups, as Ansible's --limit (e.g. gpu1 or 'gpu*')."
+
+
+def _fail(exc: ProvisionError) -> NoReturn:
+    for i, line in enumerate(exc.lines()):
+        typer.secho(("error: " if i == 0 else "       ") + line, fg=typer.colors.RED, err=True)
+    raise typer.Exit(exc.exit_code) from None
+
+
+def _echo_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+def _render_targets(inventory: Path, targets: list[Target], limit: Optional[str], out: Path,
+                    facts: Optional[Path], as_json: bool) -> None:
+    from . import inventory as inv
+    from .render import render
+
+    results = []
+    for target in targets:
+        loaded = inv.load(inventory, target, limit)
+        results.extend(render(loaded.hosts, out / target.value, facts))
+    if as_json:
+        _echo_json({
+            "out": str(out),
+            "hosts": [
+                {
+                    "host": r.host,
+                    "target": r.target.value,
+                    "directory": str(r.directory),
+                    "facts": r.facts_source,
+                    "files": [{"path": str(f.path), "dest": f.dest, "method": f.method} for f in r.files],
+                    "assumptions": r.assumptions,
+                    "notes": r.notes,
+                }
+                for r in results
+            ],
+        })
+        return
+    for r in results:
+        typer.secho(f"{r.target.value} {r.host}: {len(r.files)} files in {r.directory}", bold=True)
+        for f in r.files:
+            rel = f.path.relative_to(r.directory)
+            typer.echo(f"  {str(rel):58} -> {f.dest} ({f.method})")
+        for note in r.notes:
+            typer.echo(f"  note: {note}")
+        if r.assumptions:
+            typer.secho("  assumed (no facts discovered for this host yet):", fg=typer.colors.YELLOW)
+            for a in r.assumptions:
+                typer.secho(f"    - {a}", fg=typer.colors.YELLOW)
+
+
+def _targets_with_hosts(inventory: Path, limit: Optional[str]) -> list[Target]:
+    from . import inventory as inv
+    from .errors import InventoryError
+
+    found = []
+    for target in Target:
+        try:
+            inv.load(inventory, target, limit)
+        except InventoryError as exc:
+            if "no group" in exc.message or "no host" in exc.message:
+                continue
+            raise
+        found.append(target)
+    if not found:
+        raise InventoryError(
+            f"inventory {inventory} has no host in any target group (native, docker, lxc, kvm)"
+        )
+    return found
+
+
+@app.command()
+def render(
+    target: Optional[Target] = typer.Option(None, "--target", "-t", help="Target to render; all targets with hosts if omitted."),
+    inventory: Path = typer.Option(..., "--inventory", "-i", help=INVENTORY_HELP),
+    limit: Optional[str] = typer.Option(None, "--limit", "-l", help=LIMIT_HELP),
+    out: Path = typer.Option(Path("rendered"), "--out", "-o", help="Directory to write into: OUT/<target>/<host>/..."),
+    facts: Optional[Path] = typer.Option(None, "--facts", help="Directory of discovered facts (<host>.json); documented assumptions otherwise."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of text."),
+) -> None:
+    """Write every configuration file per host, changing nothing on any host.
+
+    Works offline, before any host is reachable: facts the files need (device
+    majors, driver version, PCI ids, CPU vendor) are taken from --facts when
+    discovered, else from documented assumptions, each one printed.
+
+    \b
+    Example:
+      provision render --target kvm -i inventories/example --out /tmp/r
+    """
+    try:
+        targets = [target] if target else _targets_with_hosts(inventory, limit)
+        _render_targets(inventory, targets, limit, out, facts, as_json)
+    except ProvisionError as exc:
+        _fail(exc)
+
+
+@app.command("targets")
+def list_targets() -> None:
+    """List the deployment targets, their inventory groups and playbooks."""
+    from .targets import TARGETS
+
+    for t in TARGETS.values():
+        state = "apply ready" if t.apply_ready else "render only"
+        typer.echo(f"{t.target.value:7} group '{t.group}', playbooks/{t.playbook:11} {state:12} {t.description}")
+
+
+@app.callback(invoke_without_command=True)
+def main_flow(
+    ctx: typer.Context,
+    target: Optional[Target] = typer.Option(None, "--target", "-t", help="Deployment target: native, docker, lxc or kvm."),
+    inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help=INVENTORY_HELP),
+    limit: Optional[str] = typer.Option(None, "--limit", "-l", help=LIMIT_HELP),
+    out: Path = typer.Option(Path(".provision/rendered"), "--out", "-o", help="Where the rendered files are kept."),
+    check: bool = typer.Option(False, "--check", help="Dry run: report what would change, change nothing."),
+    diff: bool = typer.Option(False, "--diff", help="Show the changes to each file."),
+) -> None:
+    """Run the whole flow for a target: validate, discover, preflight, render, apply, verify."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if target is None or inventory is None:
+        typer.echo(ctx.get_help())
+        missing = "--target" if target is None else "-i/--inventory"
+        typer.secho(f"error: {missing} is required, e.g. provision --target native -i inventories/example",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    from .flow import run_flow
+
+    try:
+        run_flow(target=target, inventory=inventory, limit=limit, out=out, check=check, diff=diff,
+                 echo=typer.echo)
+    except ProvisionError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg=typer.colors.RED, err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

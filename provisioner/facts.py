@@ -1,0 +1,148 @@
+"""What the templates need to know about a host, discovered or assumed.
+
+Facts come from the discover playbook (one JSON document per host in a facts
+directory). Where none were discovered, rendering still works offline with the
+documented assumptions below, and every assumption used is reported, so a
+person knows which lines of a rendered file to check against the real host.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InputError
+
+NVIDIA_MAJOR = 195  # fixed by NVIDIA: /dev/nvidia0…, /dev/nvidiactl, /dev/nvidia-modeset
+
+
+class DeviceNode(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    path: str
+    major: int
+    minor: int
+
+
+class PciDevice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    address: str  # 0000:01:00.0
+    vendor_id: str  # 10de
+    device_id: str  # 2204
+    driver: str | None = None
+    iommu_group: int | None = None
+
+
+class HostFacts(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    source: Literal["discovered", "assumed"] = "discovered"
+    cpu_vendor: Literal["intel", "amd", "other"] = "intel"
+    cpu_flags: list[str] = Field(default_factory=list)
+    nvidia_driver_version: str | None = None
+    # Character device majors by /proc/devices name, e.g. {"nvidia-uvm": 511}.
+    device_majors: dict[str, int] = Field(default_factory=dict)
+    nvidia_device_nodes: list[DeviceNode] = Field(default_factory=list)
+    group_gids: dict[str, int] = Field(default_factory=dict)
+    pci_devices: list[PciDevice] = Field(default_factory=list)
+    proxmox_version: str | None = None
+    cgroup_version: Literal[1, 2] = 2
+    # Which values were assumed rather than discovered: (topic, note for a person).
+    # Topics: driver, devices, gids, cpu, proxmox, cgroup, pci (see TargetSpec.facts_used).
+    assumptions: list[tuple[str, str]] = Field(default_factory=list)
+
+    def pci_ids(self, address: str) -> str | None:
+        for dev in self.pci_devices:
+            if dev.address == address:
+                return f"{dev.vendor_id}:{dev.device_id}"
+        return None
+
+
+# --- documented assumptions (README: "Rendering before a host is reachable") ---
+ASSUMED_DRIVER = "550.144.03"
+ASSUMED_MAJORS = {"nvidia-frontend": NVIDIA_MAJOR, "nvidia-uvm": 511, "nvidia-caps": 510}
+ASSUMED_NODES = [
+    ("/dev/nvidia0", NVIDIA_MAJOR, 0),
+    ("/dev/nvidiactl", NVIDIA_MAJOR, 255),
+    ("/dev/nvidia-modeset", NVIDIA_MAJOR, 254),
+    ("/dev/nvidia-uvm", 511, 0),
+    ("/dev/nvidia-uvm-tools", 511, 1),
+    ("/dev/nvidia-caps/nvidia-cap1", 510, 1),
+    ("/dev/nvidia-caps/nvidia-cap2", 510, 2),
+]
+ASSUMED_GIDS = {"video": 44, "render": 104}
+# A GeForce RTX 3090 and its HDMI audio function, the most common homelab passthrough card.
+ASSUMED_PCI_IDS = {0: ("10de", "2204"), 1: ("10de", "1aef")}
+ASSUMED_PROXMOX = "8.2"
+
+
+def assumed_facts(pci_addresses: list[str] | None = None) -> HostFacts:
+    """Facts for a host nobody has looked at yet, each assumption written down."""
+    pci = []
+    for addr in pci_addresses or []:
+        vendor, device = ASSUMED_PCI_IDS.get(int(addr[-1]), ASSUMED_PCI_IDS[0])
+        pci.append(PciDevice(address=addr, vendor_id=vendor, device_id=device))
+    notes = [
+        ("driver", f"NVIDIA driver {ASSUMED_DRIVER} on the host"),
+        ("devices", "device majors nvidia-uvm=511 and nvidia-caps=510 (they differ between hosts: "
+                    "read `grep nvidia /proc/devices` on yours)"),
+        ("devices", "device nodes " + ", ".join(p for p, _, _ in ASSUMED_NODES)),
+        ("gids", "group ids video=44, render=104"),
+        ("cpu", "an Intel CPU (intel_iommu=on)"),
+        ("proxmox", f"Proxmox VE {ASSUMED_PROXMOX} (devN passthrough)"),
+        ("cgroup", "cgroup v2 on the host (lxc.cgroup2.* device rules)"),
+    ]
+    if pci:
+        notes.append(("pci",
+            "PCI ids " + ", ".join(f"{d.address}={d.vendor_id}:{d.device_id}" for d in pci)
+            + " (an RTX 3090: check `lspci -nn -s ADDRESS`)"
+        ))
+    return HostFacts(
+        source="assumed",
+        cpu_vendor="intel",
+        cpu_flags=["avx", "avx2"],
+        nvidia_driver_version=ASSUMED_DRIVER,
+        device_majors=dict(ASSUMED_MAJORS),
+        nvidia_device_nodes=[DeviceNode(path=p, major=ma, minor=mi) for p, ma, mi in ASSUMED_NODES],
+        group_gids=dict(ASSUMED_GIDS),
+        pci_devices=pci,
+        proxmox_version=ASSUMED_PROXMOX,
+        assumptions=notes,
+    )
+
+
+def load_facts(facts_dir: Path | None, host: str, pci_addresses: list[str] | None = None) -> HostFacts:
+    """The discovered facts of ``host`` in ``facts_dir``, else the documented assumptions."""
+    if facts_dir is None:
+        return assumed_facts(pci_addresses)
+    path = facts_dir / f"{host}.json"
+    if not path.exists():
+        facts = assumed_facts(pci_addresses)
+        facts.assumptions.insert(0, ("all", f"no facts file {path}"))
+        return facts
+    try:
+        facts = HostFacts.model_validate(json.loads(path.read_text()))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(f"facts file {path} is not valid ({first}); delete it and run discovery again") from None
+    facts.source = "discovered"
+    facts.assumptions = []
+    # Fill what discovery could not see (a driver not loaded yet), and say so.
+    for addr in pci_addresses or []:
+        if facts.pci_ids(addr) is None:
+            vendor, device = ASSUMED_PCI_IDS.get(int(addr[-1]), ASSUMED_PCI_IDS[0])
+            facts.pci_devices.append(PciDevice(address=addr, vendor_id=vendor, device_id=device))
+            facts.assumptions.append(("pci", f"PCI device {addr} not seen on the host; assumed {vendor}:{device}"))
+    for name, major in ASSUMED_MAJORS.items():
+        if name not in facts.device_majors:
+            facts.device_majors[name] = major
+            facts.assumptions.append(("devices", f"{name} major not in /proc/devices (module not loaded?); assumed {major}"))
+    for name, gid in ASSUMED_GIDS.items():
+        if name not in facts.group_gids:
+            facts.group_gids[name] = gid
+            facts.assumptions.append(("gids", f"group {name} not found; assumed gid {gid}"))
+    return facts
