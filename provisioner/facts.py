@@ -51,6 +51,9 @@ class HostFacts(BaseModel):
     pci_devices: list[PciDevice] = Field(default_factory=list)
     proxmox_version: str | None = None
     cgroup_version: Literal[1, 2] = 2
+    # Controllers enabled in the host's cgroup2 root (/sys/fs/cgroup/cgroup.controllers):
+    # a container limit for a missing controller would stop LXC from starting.
+    cgroup_controllers: list[str] = Field(default_factory=lambda: ["cpu", "memory"])
     # Which values were assumed rather than discovered: (topic, note for a person).
     # Topics: driver, devices, gids, cpu, proxmox, cgroup, pci (see TargetSpec.facts_used).
     assumptions: list[tuple[str, str]] = Field(default_factory=list)
@@ -94,7 +97,7 @@ def assumed_facts(pci_addresses: list[str] | None = None) -> HostFacts:
         ("gids", "group ids video=44, render=104"),
         ("cpu", "an Intel CPU (intel_iommu=on)"),
         ("proxmox", f"Proxmox VE {ASSUMED_PROXMOX} (devN passthrough)"),
-        ("cgroup", "cgroup v2 on the host (lxc.cgroup2.* device rules)"),
+        ("cgroup", "cgroup v2 with the cpu and memory controllers on the host (lxc.cgroup2.* rules and limits)"),
     ]
     if pci:
         notes.append(("pci",
