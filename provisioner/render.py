@@ -230,8 +230,13 @@ def _exposure(unit: str, dropin: str) -> str | None:
     return f"{m.group(1)} {m.group(2)}" if m else None
 
 
+def _without_comments(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("#", ";"))) + "\n"
+
+
 def security_exposure(unit: str, dropin: str) -> str | None:
-    return _exposure(unit, dropin)
+    """Computed once per distinct unit + drop-in: comments (which name the host) never change it."""
+    return _exposure(_without_comments(unit), _without_comments(dropin))
 
 
 # --- the renderer -------------------------------------------------------------------------
