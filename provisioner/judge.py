@@ -1,0 +1,430 @@
+"""The GPU-offload judge: a pure function from evidence gathered on a target to a verdict.
+
+Evidence is one JSON document per host (what the verification role collects, or
+what `provision verify --url` reads over HTTP). The judge names, per model, what
+`ollama ps` would print in its PROCESSOR column (Ollama's own algorithm,
+cmd/cmd.go ListRunningHandler), the measured tokens/s against the bound that the
+GPU's memory bandwidth sets, and when the model is not 100% on the GPU, the most
+likely cause for that target with its fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+# Ollama's minimum NVIDIA driver (docs/gpu.mdx; discover/cuda_compat.go).
+MIN_DRIVER = 550
+MIN_DRIVER_OLD_CC = 570  # compute capability 5.0 - 6.2
+
+# Memory bandwidth in GB/s of common NVIDIA cards (vendor specifications). Matched
+# against nvidia-smi's name, most specific first.
+BANDWIDTH_GBPS: dict[str, float] = {
+    "RTX 5090": 1792, "RTX 5080": 960, "RTX 5070 Ti": 896, "RTX 5070": 672,
+    "RTX 4090": 1008, "RTX 4080 SUPER": 736, "RTX 4080": 716.8, "RTX 4070 Ti SUPER": 672,
+    "RTX 4070 Ti": 504, "RTX 4070 SUPER": 504, "RTX 4070": 504, "RTX 4060 Ti": 288, "RTX 4060": 272,
+    "RTX 3090 Ti": 1008, "RTX 3090": 936, "RTX 3080 Ti": 912, "RTX 3080": 760, "RTX 3070 Ti": 608,
+    "RTX 3070": 448, "RTX 3060 Ti": 448, "RTX 3060": 360, "RTX 2080 Ti": 616, "RTX 2080": 448,
+    "RTX 2070": 448, "RTX 2060": 336, "GTX 1080 Ti": 484, "GTX 1080": 320, "GTX 1070": 256,
+    "TITAN RTX": 672, "RTX 6000 Ada": 960, "RTX A6000": 768, "RTX A5000": 768, "RTX A4000": 448,
+    "H200": 4800, "H100 NVL": 3900, "H100 PCIe": 2000, "H100 80GB HBM3": 3350, "H100": 3350,
+    "A100-SXM4-80GB": 2039, "A100 80GB PCIe": 1935, "A100-PCIE-40GB": 1555, "A100": 1555,
+    "L40S": 864, "L40": 864, "L4": 300, "A40": 696, "A10G": 600, "A10": 600, "T4": 320,
+    "V100": 900, "P100": 732, "P40": 347,
+}
+
+
+@dataclass
+class ModelVerdict:
+    name: str
+    size: int
+    size_vram: int
+    processor: str  # gpu | split | cpu | unknown
+    processor_text: str  # what `ollama ps` prints: "100% GPU", "42%/58% CPU/GPU", ...
+    context_length: int | None = None
+
+
+@dataclass
+class Cause:
+    rule: str
+    cause: str
+    fix: str
+
+
+@dataclass
+class Verdict:
+    host: str
+    target: str
+    verdict: str  # gpu | split | cpu | unknown | error
+    models: list[ModelVerdict] = field(default_factory=list)
+    tokens_per_second: float | None = None
+    bound_tokens_per_second: float | None = None
+    efficiency_percent: float | None = None
+    gpu: str | None = None
+    causes: list[Cause] = field(default_factory=list)
+    reason: str | None = None  # why no verdict could be reached (verdict "error")
+    expected: str | None = None
+
+    @property
+    def summary(self) -> str:
+        if self.verdict == "error":
+            return f"no verdict: {self.reason}"
+        return ", ".join(f"{m.name}: {m.processor_text}" for m in self.models) or self.verdict
+
+    @property
+    def exit_code(self) -> int:
+        if self.verdict == "error":
+            return 3
+        if self.verdict == "gpu" or (self.expected is not None and self.verdict == self.expected):
+            return 0
+        return 1
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["summary"] = self.summary
+        data["exit_code"] = self.exit_code
+        return data
+
+
+# --- Ollama's PROCESSOR algorithm ------------------------------------------------------
+
+
+def processor(size: int, size_vram: int) -> tuple[str, str]:
+    """Exactly `ollama ps` (cmd/cmd.go, unchanged since v0.1.38): (kind, text)."""
+    if size_vram == 0:
+        return "cpu", "100% CPU"
+    if size_vram == size:
+        return "gpu", "100% GPU"
+    if size_vram > size or size == 0:
+        return "unknown", "Unknown"
+    cpu_percent = _go_round((size - size_vram) / size * 100)
+    return "split", f"{cpu_percent}%/{100 - cpu_percent}% CPU/GPU"
+
+
+def _go_round(x: float) -> int:
+    """Go's math.Round: half away from zero (Python's round() rounds half to even)."""
+    return int(x + 0.5) if x >= 0 else -int(-x + 0.5)
+
+
+_SEVERITY = {"gpu": 0, "split": 1, "unknown": 2, "cpu": 3}
+
+
+# --- reading evidence ----------------------------------------------------------------------
+
+
+@dataclass
+class GpuRow:
+    name: str
+    uuid: str
+    memory_total_mib: int
+    memory_used_mib: int
+    driver_version: str
+    bus_id: str
+
+
+def parse_nvidia_smi(stdout: str) -> list[GpuRow]:
+    """Rows of `nvidia-smi --query-gpu=name,uuid,memory.total,memory.used,driver_version,pci.bus_id
+    --format=csv,noheader`, e.g. 'NVIDIA GeForce RTX 4090, GPU-…, 24564 MiB, 1 MiB, 550.90.07, 00000000:01:00.0'."""
+    rows = []
+    for line in stdout.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 6:
+            continue
+        try:
+            total = int(parts[2].split()[0])
+            used = int(parts[3].split()[0])
+        except (ValueError, IndexError):
+            continue
+        rows.append(GpuRow(parts[0], parts[1], total, used, parts[4], parts[5]))
+    return rows
+
+
+_PROC_VERSION_RE = re.compile(r"Kernel Module(?: for \S+)?\s+(\d{3,}\.\d+(?:\.\d+)?)")
+
+
+def driver_from_proc(text: str | None) -> str | None:
+    """The kernel driver version in /proc/driver/nvidia/version ('NVRM version: … Kernel Module  550.54.14 …')."""
+    if not text:
+        return None
+    m = _PROC_VERSION_RE.search(text)
+    if m:
+        return m.group(1)
+    m = re.search(r"\b(\d{3,}\.\d+(?:\.\d+)?)\b", text)
+    return m.group(1) if m else None
+
+
+def _major(version: str | None) -> int | None:
+    if not version:
+        return None
+    m = re.match(r"(\d+)", version)
+    return int(m.group(1)) if m else None
+
+
+def _compute_capability(log: list[str]) -> tuple[int, int] | None:
+    for line in log:
+        if "inference compute" in line:
+            m = re.search(r"\bcompute=(\d+)\.(\d+)", line)
+            if m:
+                return int(m.group(1)), int(m.group(2))
+    return None
+
+
+class Evidence:
+    """Typed access to one host's evidence document, tolerant of what older servers lack."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+        self.host = str(doc.get("host", "?"))
+        self.target = str(doc.get("target", "native"))
+        self.log: list[str] = [str(x) for x in doc.get("log") or []]
+        smi = doc.get("nvidia_smi")
+        self.smi_found = bool(smi) and smi.get("rc") != 127 and not smi.get("missing", False)
+        self.smi_ok = self.smi_found and smi.get("rc") == 0
+        self.smi_text = "" if not smi else f"{smi.get('stdout', '')}\n{smi.get('stderr', '')}"
+        self.gpus = parse_nvidia_smi(smi.get("stdout", "")) if self.smi_ok else []
+        self.nodes = [n for n in doc.get("device_nodes") or [] if isinstance(n, dict)]
+        self.cpu_flags = {str(f).lower() for f in doc.get("cpu_flags") or []}
+        self.cuda_visible = doc.get("cuda_visible_devices")
+        self.target_driver = (self.gpus[0].driver_version if self.gpus else None) or driver_from_proc(doc.get("proc_driver_version"))
+        self.host_driver = doc.get("host_driver_version")
+        self.settings = doc.get("settings") or {}
+
+    def node(self, name: str) -> dict[str, Any] | None:
+        return next((n for n in self.nodes if n.get("path") == f"/dev/{name}"), None)
+
+    @property
+    def has_gpu_node(self) -> bool:
+        return any(re.fullmatch(r"/dev/nvidia\d+", str(n.get("path"))) for n in self.nodes)
+
+    def log_match(self, pattern: str) -> re.Match[str] | None:
+        rx = re.compile(pattern)
+        for line in self.log:
+            m = rx.search(line)
+            if m:
+                return m
+        return None
+
+
+# --- the cause catalogue: evidence pattern -> cause -> fix ----------------------------------
+
+Rule = Callable[[Evidence, list[ModelVerdict]], Cause | None]
+RULES: list[tuple[str, Rule]] = []
+
+
+def rule(name: str) -> Callable[[Rule], Rule]:
+    def register(fn: Rule) -> Rule:
+        RULES.append((name, fn))
+        return fn
+
+    return register
+
+
+_NODES_FIX = {
+    "native": "load the NVIDIA driver on the host (set nvidia_driver_install: true, or install it and reboot), then check `ls -l /dev/nvidia*`",
+    "docker": "configure the NVIDIA runtime (`nvidia-ctk runtime configure --runtime=docker` and restart docker) and request the GPU in the compose file (deploy.resources.reservations.devices, driver: nvidia); `provision --target docker` does both",
+    "lxc": "pass the nodes in: devN entries (Proxmox VE >= 8.1) or lxc.mount.entry plus lxc.cgroup2.devices.allow lines, then restart the container; `provision --target lxc` renders them",
+    "kvm": "check that the GPU is in the domain (<hostdev> in `virsh dumpxml`), bound to vfio-pci on the host (`lspci -nnk`), and that the NVIDIA driver is installed and loaded in the guest",
+}
+
+
+@rule("cuda-visible-devices")
+def _cuda_hidden(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
+    if str(ev.cuda_visible).strip() == "-1":
+        return Cause("cuda-visible-devices", "CUDA_VISIBLE_DEVICES=-1 hides every GPU from Ollama",
+                     "remove ollama_cuda_visible_devices from the inventory, or set it to GPU indexes or UUIDs (`nvidia-smi -L`)")
+    return None
+
+
+@rule("no-device-node")
+def _no_nodes(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
+    if ev.has_gpu_node:
+        return None
+    return Cause("no-device-node", "no NVIDIA GPU visible in the target (no /dev/nvidia0 device node)",
+                 _NODES_FIX.get(ev.target, _NODES_FIX["native"]))
+
+
+@rule("docker-no-gpu-request")
+def _docker(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
+    docker = ev.doc.get("docker")
+    if ev.target != "docker" or not docker:
+        return None
+    requests = docker.get("device_requests") or []
+    runtimes = docker.get("runtimes") or []
+    if not any((r.get("Driver") == "nvidia" or ["gpu"] in (r.get("Capabilities") or [])) for r in requests):
+        return Cause("docker-no-gpu-request", "the container was started without a GPU request",
+                     "add deploy.resources.reservations.devices (driver: nvidia, capabilities: [gpu]) or run with --gpus all")
+    if "nvidia" not in runtimes:
+        return Cause("docker-no-nvidia-runtime", "Docker has no nvidia runtime configured",
+                     "install nvidia-container-toolkit, run `nvidia-ctk runtime configure --runtime=docker` and restart docker")
+    return None
+
+
+@rule("nvidia-uvm-missing")
+def _uvm(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
+    if not ev.has_gpu_node or ev.node("nvidia-uvm") is not None:
+        return None
+    fix = {
+        "lxc": "load nvidia-uvm on the host at boot (`nvidia-modprobe -u -c=0`, or nvidia-uvm in /etc/modules-load.d) and pass "
+               "/dev/nvidia-uvm and /dev/nvidia-uvm-tools in with a cgroup rule for their major (`grep nvidia-uvm /proc/devices`)",
+    }.get(ev.target, "load the module with `nvidia-modprobe -u -c=0` (or `modprobe nvidia-uvm`) and make it load at boot")
+    return Cause("nvidia-uvm-missing", "/dev/nvidia-uvm is missing: CUDA cannot allocate GPU memory", fix)
+
+
+@rule("nvidia-smi-missing")
+def _no_smi(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
+    if not ev.has_gpu_node or ev.smi_found:
+        return None
+    host = ev.host_driver or "the host's"
+    fix = {
+        "lxc": f"install the NVIDIA user-space driver of exactly the host's version ({host}) in the container, "
+               "without the kernel module (`NVIDIA-Linux-x86_64-<version>.run --no-kernel-module`)",
+        "docker": "the NVIDIA runtime injects nvidia-smi: configure it (`nvidia-ctk runtime configure --runtime=docker`)",
+    }.get(ev.target, "install the NVIDIA driver's user-space tools (nvidia-smi) matching the kernel module")
+    return Cause("nvidia-smi-missing", "nvidia-smi is missing in the target: the NVIDIA user-space driver is not installed", fix)
+
+
+@rule("driver-mismatch")
+def _mismatch(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
+    text = ev.smi_text
+    nvml = "Driver/library version mismatch" in text or ev.log_match(r"version mismatch between driver and cuda driver library")
+    differ = ev.host_driver and ev.target_driver and ev.host_driver != ev.target_driver
+    if not (nvml or differ):
+        return None
+    if differ:
+        cause = f"user-space driver {ev.target_driver} in the target differs from the host's kernel driver {ev.host_driver}"
+    else:
+        cause = 'NVML fails with "Driver/library version mismatch": the loaded kernel module and the libraries differ'
+    fix = {
+        "lxc": f"install the user-space driver of exactly {ev.host_driver or 'the host version'} in the container",
+        "kvm": "reboot the guest after its driver upgrade, or reinstall one driver version",
+    }.get(ev.target, "reboot after a driver upgrade so the loaded kernel module matches the installed libraries")
+    return Cause("driver-mismatch", cause, fix)
+
+
+@rule("driver-too-old")
+def _old_driver(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
+    major = _major(ev.target_driver or ev.host_driver)
+    if major is None:
+        return None
+    cc = _compute_capability(ev.log)
+    minimum = MIN_DRIVER_OLD_CC if cc and (5, 0) <= cc <= (6, 2) else MIN_DRIVER
+    if major >= minimum:
+        return None
+    why = f" for compute capability {cc[0]}.{cc[1]}" if minimum == MIN_DRIVER_OLD_CC and cc else ""
+    return Cause("driver-too-old", f"NVIDIA driver {ev.target_driver or ev.host_driver} is older than Ollama's minimum {minimum}{why}",
+                 f"upgrade the host driver to {minimum} or newer (nvidia_driver_install: true) and reboot")
+
+
+@rule("vm-cpu-without-avx")
+def _avx(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
+    logged = ev.log_match(r"CPU does not have (AVX|minimum vector extensions)")
+    if not logged and not (ev.target == "kvm" and ev.cpu_flags and "avx" not in ev.cpu_flags):
+        return None
+    return Cause("vm-cpu-without-avx", "the VM's CPU lacks AVX: its CPU mode is not host-passthrough",
+                 "set <cpu mode='host-passthrough'/> in the domain (`virsh edit`), or CPU type 'host' on Proxmox, and restart the VM")
+
+
+_CUDA_ERRORS = {
+    "999": ("CUDA error 999 (unknown error), typical after suspend/resume or a driver change",
+            "reload the UVM module (`rmmod nvidia_uvm && modprobe nvidia_uvm`) or reboot; keep the GPU out of suspend"),
+    "800": ("CUDA error 800 (operation not permitted): the target may not use the GPU device",
+            "check the device cgroup: Docker with the cgroupfs driver (exec-opts native.cgroupdriver=cgroupfs), "
+            "LXC allow rules for every NVIDIA major; then restart the target"),
+    "46": ("CUDA error 46: the GPU is busy or in exclusive-process mode",
+           "stop the other GPU process, or set the default compute mode (`nvidia-smi -c DEFAULT`)"),
+}
+
+
+@rule("cuda-error")
+def _cuda_error(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
+    # Ollama's C log has no newline after the code: "…device context 800time=…".
+    m = ev.log_match(r"(?:failed to get device context|CUDA error|cuda error|error code)\D{0,20}(999|800|46)(?!\d)")
+    if m is None:
+        if ev.log_match(r"Failed to initialize NVML: Unknown Error"):
+            return Cause("cuda-error", "NVML lost the GPU (Failed to initialize NVML: Unknown Error)",
+                         "set exec-opts native.cgroupdriver=cgroupfs in /etc/docker/daemon.json and restart the container")
+        return None
+    cause, fix = _CUDA_ERRORS[m.group(1)]
+    return Cause("cuda-error", cause, fix)
+
+
+@rule("vram-too-small")
+def _vram(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
+    if not ev.gpus:
+        return None
+    free_mib = sum(g.memory_total_mib for g in ev.gpus)
+    worst = next((m for m in models if m.processor in ("split", "cpu") and m.size > 0), None)
+    if worst is None or (worst.processor == "cpu" and worst.size < free_mib * 2**20):
+        return None
+    need = worst.size / 2**30
+    have = free_mib / 1024
+    ctx = worst.context_length or ev.settings.get("context_length")
+    par = ev.settings.get("num_parallel")
+    detail = f" (weights + KV cache for context {ctx}" + (f" x {par} parallel" if par else "") + ")" if ctx else ""
+    return Cause("vram-too-small", f"{worst.name} needs {need:.1f} GiB{detail} but the GPU has {have:.1f} GiB",
+                 "pick a smaller quantisation or model, lower ollama_context_length or ollama_num_parallel, "
+                 "or set ollama_kv_cache_type: q8_0 with flash attention")
+
+
+# --- speed against the bound ------------------------------------------------------------------
+
+
+def bandwidth_gbps(gpu_name: str) -> float | None:
+    for key in sorted(BANDWIDTH_GBPS, key=len, reverse=True):
+        if key.lower() in gpu_name.lower():
+            return BANDWIDTH_GBPS[key]
+    return None
+
+
+def tokens_per_second(generate: dict[str, Any] | None) -> float | None:
+    if not generate:
+        return None
+    count, duration = generate.get("eval_count"), generate.get("eval_duration")
+    if not count or not duration:
+        return None
+    return count / duration * 1e9
+
+
+# --- the judge ---------------------------------------------------------------------------------
+
+
+def judge(doc: dict[str, Any], expect: str | None = None) -> Verdict:
+    """A verdict from one evidence document; never raises on odd evidence."""
+    ev = Evidence(doc)
+    verdict = Verdict(host=ev.host, target=ev.target, verdict="error", expected=expect)
+    if doc.get("error"):
+        verdict.reason = str(doc["error"])
+        return verdict
+    model = doc.get("model")
+    ps_models = (doc.get("ps") or {}).get("models") or []
+    if model:
+        ps_models = [m for m in ps_models if m.get("name") == model or m.get("model") == model] or []
+    if not ps_models:
+        verdict.reason = f"model {model} is not loaded (not in /api/ps)" if model else "no model is loaded (/api/ps is empty)"
+        return verdict
+
+    for m in ps_models:
+        size, size_vram = int(m.get("size") or 0), int(m.get("size_vram") or 0)
+        kind, text = processor(size, size_vram)
+        verdict.models.append(ModelVerdict(
+            name=str(m.get("name")), size=size, size_vram=size_vram, processor=kind,
+            processor_text=text, context_length=m.get("context_length"),  # absent before 0.9.7
+        ))
+    verdict.verdict = max((m.processor for m in verdict.models), key=_SEVERITY.__getitem__)
+
+    verdict.tokens_per_second = tokens_per_second(doc.get("generate"))
+    if ev.gpus:
+        verdict.gpu = ev.gpus[0].name
+        bw = bandwidth_gbps(ev.gpus[0].name)
+        in_vram = sum(m.size_vram for m in verdict.models)
+        if bw and in_vram and verdict.tokens_per_second:
+            verdict.bound_tokens_per_second = bw * 1e9 / in_vram
+            verdict.efficiency_percent = 100 * verdict.tokens_per_second / verdict.bound_tokens_per_second
+
+    if verdict.verdict != "gpu":
+        for _, fn in RULES:
+            cause = fn(ev, verdict.models)
+            if cause is not None:
+                verdict.causes.append(cause)
+    return verdict
