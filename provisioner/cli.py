@@ -138,6 +138,71 @@ def render(
         _fail(exc)
 
 
+def _print_verdicts(verdicts: list, as_json: bool) -> None:
+    if as_json:
+        docs = [v.to_dict() for v in verdicts]
+        _echo_json(docs[0] if len(docs) == 1 else {"hosts": docs})
+        return
+    for v in verdicts:
+        color = typer.colors.GREEN if v.exit_code == 0 else (typer.colors.RED if v.verdict in ("cpu", "error") else typer.colors.YELLOW)
+        typer.secho(f"{v.host}: {v.summary}", fg=color, bold=True)
+        if v.tokens_per_second is not None:
+            speed = f"  speed: {v.tokens_per_second:.1f} tokens/s"
+            if v.efficiency_percent is not None:
+                speed += f" = {v.efficiency_percent:.0f}% of the {v.bound_tokens_per_second:.0f} tokens/s bound of {v.gpu}"
+            typer.echo(speed)
+        for c in v.causes:
+            typer.echo(f"  cause: {c.cause}")
+            typer.echo(f"    fix: {c.fix}")
+        if v.expected and v.exit_code == 0 and v.verdict != "gpu":
+            typer.echo(f"  {v.verdict} was expected here (--expect {v.expected})")
+
+
+@app.command()
+def verify(
+    url: Optional[str] = typer.Option(None, "--url", help="Check any reachable Ollama server over its HTTP API, e.g. http://127.0.0.1:11434."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to load and time (must be on the server)."),
+    target: Optional[Target] = typer.Option(None, "--target", "-t", help="Gather evidence on the hosts of this target (with -i)."),
+    inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help=INVENTORY_HELP),
+    expect: Optional[str] = typer.Option(None, "--expect", help="Verdict that counts as a pass besides gpu, e.g. cpu on a machine without a GPU."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document: verdict, models, tokens_per_second, causes."),
+) -> None:
+    """Prove where a model runs: 100% GPU, split CPU/GPU or 100% CPU, with cause and fix.
+
+    Loads the model, times a 64-token generation with a fixed seed, reads /api/ps
+    and judges it with Ollama's own algorithm (size_vram == size is 100% GPU).
+
+    \b
+    Exit codes: 0 gpu (or the --expect verdict), 1 split, cpu or unknown,
+                2 bad usage, 3 no verdict (server unreachable, model missing).
+    \b
+    Examples:
+      provision verify --url http://127.0.0.1:11434 --model llama3.2:3b
+      provision verify --url http://gpu1:11434 -m qwen3:8b --json
+      provision verify --url http://127.0.0.1:11434 -m smollm2 --expect cpu   # no GPU here
+    """
+    from .errors import InputError, NotBuiltYet
+
+    try:
+        if expect is not None and expect not in ("gpu", "split", "cpu", "unknown"):
+            raise InputError(f"--expect {expect!r} is not a verdict; use gpu, split, cpu or unknown")
+        if url is None:
+            if target is None or inventory is None:
+                raise InputError("give --url URL --model M, or --target T -i INVENTORY")
+            raise NotBuiltYet(f"verify --target {target} gathers evidence through Ansible, which is not built in this "
+                              "version; use --url with the server's address")
+        if not model:
+            raise InputError("--model is required with --url (a model that is on that server)")
+        from .judge import judge
+        from .verify import gather_http
+
+        verdict = judge(gather_http(url, model), expect=expect)
+    except ProvisionError as exc:
+        _fail(exc)
+    _print_verdicts([verdict], as_json)
+    raise typer.Exit(verdict.exit_code)
+
+
 @app.command("targets")
 def list_targets() -> None:
     """List the deployment targets, their inventory groups and playbooks."""

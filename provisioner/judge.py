@@ -183,6 +183,8 @@ class Evidence:
         self.smi_ok = self.smi_found and smi.get("rc") == 0
         self.smi_text = "" if not smi else f"{smi.get('stdout', '')}\n{smi.get('stderr', '')}"
         self.gpus = parse_nvidia_smi(smi.get("stdout", "")) if self.smi_ok else []
+        # None: the target's devices were not seen (a remote server checked over HTTP only).
+        self.nodes_known = doc.get("device_nodes") is not None
         self.nodes = [n for n in doc.get("device_nodes") or [] if isinstance(n, dict)]
         self.cpu_flags = {str(f).lower() for f in doc.get("cpu_flags") or []}
         self.cuda_visible = doc.get("cuda_visible_devices")
@@ -238,7 +240,7 @@ def _cuda_hidden(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
 
 @rule("no-device-node")
 def _no_nodes(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
-    if ev.has_gpu_node:
+    if not ev.nodes_known or ev.has_gpu_node:
         return None
     return Cause("no-device-node", "no NVIDIA GPU visible in the target (no /dev/nvidia0 device node)",
                  _NODES_FIX.get(ev.target, _NODES_FIX["native"]))
@@ -389,6 +391,11 @@ def tokens_per_second(generate: dict[str, Any] | None) -> float | None:
 # --- the judge ---------------------------------------------------------------------------------
 
 
+def with_default_tag(name: str) -> str:
+    """Ollama's name for a model asked for without a tag: 'smollm2' is 'smollm2:latest'."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
 def judge(doc: dict[str, Any], expect: str | None = None) -> Verdict:
     """A verdict from one evidence document; never raises on odd evidence."""
     ev = Evidence(doc)
@@ -399,7 +406,8 @@ def judge(doc: dict[str, Any], expect: str | None = None) -> Verdict:
     model = doc.get("model")
     ps_models = (doc.get("ps") or {}).get("models") or []
     if model:
-        ps_models = [m for m in ps_models if m.get("name") == model or m.get("model") == model] or []
+        wanted = {model, with_default_tag(model)}
+        ps_models = [m for m in ps_models if m.get("name") in wanted or m.get("model") in wanted]
     if not ps_models:
         verdict.reason = f"model {model} is not loaded (not in /api/ps)" if model else "no model is loaded (/api/ps is empty)"
         return verdict
@@ -427,4 +435,10 @@ def judge(doc: dict[str, Any], expect: str | None = None) -> Verdict:
             cause = fn(ev, verdict.models)
             if cause is not None:
                 verdict.causes.append(cause)
+        if not verdict.causes and not ev.nodes_known:
+            verdict.causes.append(Cause(
+                "target-not-inspected",
+                "the server did not use a GPU; its machine's devices and drivers cannot be seen over HTTP",
+                "run `provision verify --target T -i INVENTORY` to gather evidence on the target itself",
+            ))
     return verdict

