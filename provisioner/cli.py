@@ -53,15 +53,26 @@ def _echo_json(data: object) -> None:
     typer.echo(json.dumps(data, indent=2))
 
 
-def _render_targets(inventory: Path, targets: list[Target], limit: Optional[str], out: Path,
-                    facts: Optional[Path], as_json: bool) -> None:
+def _load_targets(inventory: Path, target: Optional[Target], limit: Optional[str]) -> list:
+    """The loaded inventory of one target, or of every target that has hosts."""
     from . import inventory as inv
-    from .render import render
+    from .errors import InventoryError
 
-    results = []
-    for target in targets:
-        loaded = inv.load(inventory, target, limit)
-        results.extend(render(loaded.hosts, out / target.value, facts))
+    if target is not None:
+        return [inv.load(inventory, target, limit)]
+    loaded = []
+    for t in Target:
+        try:
+            loaded.append(inv.load(inventory, t, limit))
+        except InventoryError as exc:
+            if "no group" not in exc.message and "no host" not in exc.message:
+                raise
+    if not loaded:
+        raise InventoryError(f"inventory {inventory} has no host in any target group (native, docker, lxc, kvm)")
+    return loaded
+
+
+def _print_renders(results: list, out: Path, as_json: bool) -> None:
     if as_json:
         _echo_json({
             "out": str(out),
@@ -92,26 +103,6 @@ def _render_targets(inventory: Path, targets: list[Target], limit: Optional[str]
                 typer.secho(f"    - {a}", fg=typer.colors.YELLOW)
 
 
-def _targets_with_hosts(inventory: Path, limit: Optional[str]) -> list[Target]:
-    from . import inventory as inv
-    from .errors import InventoryError
-
-    found = []
-    for target in Target:
-        try:
-            inv.load(inventory, target, limit)
-        except InventoryError as exc:
-            if "no group" in exc.message or "no host" in exc.message:
-                continue
-            raise
-        found.append(target)
-    if not found:
-        raise InventoryError(
-            f"inventory {inventory} has no host in any target group (native, docker, lxc, kvm)"
-        )
-    return found
-
-
 @app.command()
 def render(
     target: Optional[Target] = typer.Option(None, "--target", "-t", help="Target to render; all targets with hosts if omitted."),
@@ -131,11 +122,15 @@ def render(
     Example:
       provision render --target kvm -i inventories/example --out /tmp/r
     """
+    from .render import render as render_hosts
+
     try:
-        targets = [target] if target else _targets_with_hosts(inventory, limit)
-        _render_targets(inventory, targets, limit, out, facts, as_json)
+        results = []
+        for loaded in _load_targets(inventory, target, limit):
+            results.extend(render_hosts(loaded.hosts, out / loaded.target.value, facts))
     except ProvisionError as exc:
         _fail(exc)
+    _print_renders(results, out, as_json)
 
 
 def _print_verdicts(verdicts: list, as_json: bool) -> None:

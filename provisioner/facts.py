@@ -83,12 +83,14 @@ ASSUMED_PCI_IDS = {0: ("10de", "2204"), 1: ("10de", "1aef")}
 ASSUMED_PROXMOX = "8.2"
 
 
+def _assumed_pci(address: str) -> PciDevice:
+    vendor, device = ASSUMED_PCI_IDS.get(int(address[-1]), ASSUMED_PCI_IDS[0])
+    return PciDevice(address=address, vendor_id=vendor, device_id=device)
+
+
 def assumed_facts(pci_addresses: list[str] | None = None) -> HostFacts:
     """Facts for a host nobody has looked at yet, each assumption written down."""
-    pci = []
-    for addr in pci_addresses or []:
-        vendor, device = ASSUMED_PCI_IDS.get(int(addr[-1]), ASSUMED_PCI_IDS[0])
-        pci.append(PciDevice(address=addr, vendor_id=vendor, device_id=device))
+    pci = [_assumed_pci(addr) for addr in pci_addresses or []]
     notes = [
         ("driver", f"NVIDIA driver {ASSUMED_DRIVER} on the host"),
         ("devices", "device majors nvidia-uvm=511 and nvidia-caps=510 (they differ between hosts: "
@@ -137,9 +139,9 @@ def load_facts(facts_dir: Path | None, host: str, pci_addresses: list[str] | Non
     # Fill what discovery could not see (a driver not loaded yet), and say so.
     for addr in pci_addresses or []:
         if facts.pci_ids(addr) is None:
-            vendor, device = ASSUMED_PCI_IDS.get(int(addr[-1]), ASSUMED_PCI_IDS[0])
-            facts.pci_devices.append(PciDevice(address=addr, vendor_id=vendor, device_id=device))
-            facts.assumptions.append(("pci", f"PCI device {addr} not seen on the host; assumed {vendor}:{device}"))
+            dev = _assumed_pci(addr)
+            facts.pci_devices.append(dev)
+            facts.assumptions.append(("pci", f"PCI device {addr} not seen on the host; assumed {dev.vendor_id}:{dev.device_id}"))
     for name, major in ASSUMED_MAJORS.items():
         if name not in facts.device_majors:
             facts.device_majors[name] = major

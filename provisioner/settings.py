@@ -18,7 +18,6 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -65,7 +64,7 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return int(m[1]), int(m[2]), int(m[3])
 
 
-def _abs_path(value: str, what: str) -> str:
+def _abs_path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError(f"must be an absolute path (starting with /), not {value!r}")
     return value.rstrip("/") or "/"
@@ -222,8 +221,8 @@ class HostSettings(BaseModel):
     @field_validator("ollama_models_dir", "lxc_path", "ollama_docker_project_dir", "kvm_base_image",
                      "kvm_firmware_code", "kvm_firmware_vars")
     @classmethod
-    def _abs(cls, v: str, info: ValidationInfo) -> str:
-        return _abs_path(v, info.field_name or "")
+    def _abs(cls, v: str) -> str:
+        return _abs_path(v)
 
     @field_validator("ollama_models", mode="before")
     @classmethod
