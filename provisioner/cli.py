@@ -146,6 +146,9 @@ def _print_verdicts(verdicts: list, as_json: bool) -> None:
             if v.efficiency_percent is not None:
                 speed += f" = {v.efficiency_percent:.0f}% of the {v.bound_tokens_per_second:.0f} tokens/s bound of {v.gpu}"
             typer.echo(speed)
+        for m in v.models:
+            if m.predicted:
+                typer.echo(f"  {m.name}: predicted {m.predicted} before loading, measured {m.processor_text}")
         for c in v.causes:
             typer.echo(f"  cause: {c.cause}")
             typer.echo(f"    fix: {c.fix}")
@@ -196,6 +199,58 @@ def verify(
         _fail(exc)
     _print_verdicts([verdict], as_json)
     raise typer.Exit(verdict.exit_code)
+
+
+@app.command()
+def plan(
+    vram: Optional[float] = typer.Option(None, "--vram", help="GPU memory in GiB, e.g. 24 for an RTX 4090."),
+    context: int = typer.Option(4096, "--context", help="Context length (OLLAMA_CONTEXT_LENGTH)."),
+    parallel: int = typer.Option(1, "--parallel", help="Parallel requests (OLLAMA_NUM_PARALLEL)."),
+    kv_cache: str = typer.Option("f16", "--kv-cache", help="KV cache type: f16, q8_0 or q4_0."),
+    target: Optional[Target] = typer.Option(None, "--target", "-t", help="Plan for the GPUs of these hosts (with -i)."),
+    inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help=INVENTORY_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Which model sizes, quantisations and contexts fit 100% on a GPU, before downloading any.
+
+    Memory = weights (parameters x bits per weight) + KV cache (2 x layers x KV heads x
+    head size x context x parallel) + a compute allowance. An estimate; `provision
+    verify` measures what really happens.
+
+    \b
+    Examples:
+      provision plan --vram 24
+      provision plan --vram 12 --context 32768 --kv-cache q8_0
+    """
+    from dataclasses import asdict
+
+    from .errors import InputError, NotBuiltYet
+    from .fit import GIB
+    from .fit import plan as make_plan
+
+    try:
+        if vram is None:
+            if target is not None and inventory is not None:
+                raise NotBuiltYet("plan -i/--target needs each host's discovered GPU memory, which is not built in "
+                                  "this version; use --vram GiB")
+            raise InputError("give --vram GiB (the GPU's memory), e.g. provision plan --vram 24")
+        if vram <= 0 or context < 256 or parallel < 1:
+            raise InputError("--vram must be > 0, --context >= 256 and --parallel >= 1")
+        if kv_cache not in ("f16", "q8_0", "q4_0"):
+            raise InputError(f"--kv-cache {kv_cache!r} is not allowed; use f16, q8_0 or q4_0")
+        fits = make_plan(vram, context, parallel, kv_cache)
+    except ProvisionError as exc:
+        _fail(exc)
+    if as_json:
+        _echo_json({"vram_gib": vram, "context": context, "parallel": parallel, "kv_cache_type": kv_cache,
+                    "fits": [{**asdict(f), "text": f.text} for f in fits]})
+        return
+    typer.echo(f"{vram:g} GiB GPU, context {context} x {parallel} parallel, KV cache {kv_cache}:")
+    typer.echo(f"  {'model':14} {'quant':7} {'weights':>8} {'KV cache':>9} {'total':>8}  fit")
+    for f in fits:
+        color = {"gpu": typer.colors.GREEN, "split": typer.colors.YELLOW}.get(f.processor, typer.colors.RED)
+        typer.echo(f"  {f.model:14} {f.quantization:7} {f.weights_bytes / GIB:7.1f}G {f.kv_bytes / GIB:8.1f}G "
+                   f"{f.total_bytes / GIB:7.1f}G  " + typer.style(f.text, fg=color))
 
 
 @app.command("targets")

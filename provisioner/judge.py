@@ -43,6 +43,8 @@ class ModelVerdict:
     processor: str  # gpu | split | cpu | unknown
     processor_text: str  # what `ollama ps` prints: "100% GPU", "42%/58% CPU/GPU", ...
     context_length: int | None = None
+    # What the fit estimate predicted for this GPU before loading (provisioner.fit), when it can tell.
+    predicted: str | None = None
 
 
 @dataclass
@@ -391,6 +393,24 @@ def tokens_per_second(generate: dict[str, Any] | None) -> float | None:
 # --- the judge ---------------------------------------------------------------------------------
 
 
+def _prediction(ev: Evidence, ps_model: dict[str, Any]) -> str | None:
+    """The fit estimate for this model on the target's GPU memory, if both are known."""
+    from .fit import find_by_details, predict
+
+    details = ps_model.get("details") or {}
+    arch = find_by_details(details.get("family"), details.get("parameter_size"))
+    if arch is None or not ev.gpus:
+        return None
+    context = ps_model.get("context_length") or ev.settings.get("context_length") or 4096
+    try:
+        fit = predict(arch, str(details.get("quantization_level") or "Q4_K_M"), int(context),
+                      int(ev.settings.get("num_parallel") or 1), str(ev.settings.get("kv_cache_type") or "f16"),
+                      sum(g.memory_total_mib for g in ev.gpus) * 2**20)
+    except ValueError:
+        return None
+    return fit.text
+
+
 def with_default_tag(name: str) -> str:
     """Ollama's name for a model asked for without a tag: 'smollm2' is 'smollm2:latest'."""
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
@@ -418,6 +438,7 @@ def judge(doc: dict[str, Any], expect: str | None = None) -> Verdict:
         verdict.models.append(ModelVerdict(
             name=str(m.get("name")), size=size, size_vram=size_vram, processor=kind,
             processor_text=text, context_length=m.get("context_length"),  # absent before 0.9.7
+            predicted=_prediction(ev, m),
         ))
     verdict.verdict = max((m.processor for m in verdict.models), key=_SEVERITY.__getitem__)
 
