@@ -253,6 +253,41 @@ def plan(
                    f"{f.total_bytes / GIB:7.1f}G  " + typer.style(f.text, fg=color))
 
 
+@app.command()
+def discover(
+    target: Target = typer.Option(..., "--target", "-t", help="Discover the hosts of this target."),
+    inventory: Path = typer.Option(..., "--inventory", "-i", help=INVENTORY_HELP),
+    limit: Optional[str] = typer.Option(None, "--limit", "-l", help=LIMIT_HELP),
+    facts_dir: Path = typer.Option(Path(".provision/facts"), "--facts", help="Where <host>.json is written."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Read each host's GPU, driver, device-major, cgroup and CPU facts (changes nothing).
+
+    The facts feed `provision render --facts DIR`, replacing the documented assumptions.
+
+    \b
+    Example:
+      provision discover -t lxc -i inventories/homelab && provision render -t lxc -i inventories/homelab --facts .provision/facts
+    """
+    from . import inventory as inv
+    from .discover import discover as run_discover
+
+    try:
+        inv.load(inventory, target, limit)  # bad input stops here, before any connection
+        found = run_discover(inventory, target, facts_dir, limit=limit,
+                             echo=(lambda line: None) if as_json else typer.echo)
+    except ProvisionError as exc:
+        _fail(exc)
+    if as_json:
+        _echo_json({host: f.model_dump(mode="json", exclude={"assumptions"}) for host, f in found.items()})
+        return
+    for host, f in found.items():
+        gpus = [d.address for d in f.pci_devices]
+        typer.echo(f"{host}: {len(f.nvidia_device_nodes)} NVIDIA device nodes, driver {f.nvidia_driver_version or 'none'}, "
+                   f"NVIDIA PCI functions {', '.join(gpus) or 'none'}, CPU {f.cpu_vendor}, cgroup v{f.cgroup_version} "
+                   f"-> {facts_dir / (host + '.json')}")
+
+
 @app.command("targets")
 def list_targets() -> None:
     """List the deployment targets, their inventory groups and playbooks."""

@@ -1,0 +1,110 @@
+"""Discover each host's facts with Ansible (playbooks/discover.yml) and parse them into HostFacts.
+
+The gpu_facts role only collects raw outputs; parsing is this pure function, so it
+is tested from recorded outputs of real hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .facts import DeviceNode, HostFacts, PciDevice
+from .runner import Progress, run_playbook
+from .targets import Target, spec
+
+NVIDIA_VENDOR = "0x10de"
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("### "):
+            current = line[4:].strip()
+            out[current] = []
+        elif current is not None and line.strip():
+            out[current].append(line.rstrip())
+    return out
+
+
+def parse_raw(text: str) -> HostFacts:
+    """HostFacts from the gpu_facts role's output (sections '### name')."""
+    s = _sections(text)
+    majors: dict[str, int] = {}
+    in_char = False
+    for line in s.get("proc_devices", []):
+        if line.startswith("Character devices"):
+            in_char = True
+        elif line.startswith("Block devices"):
+            in_char = False
+        elif in_char:
+            parts = line.split()
+            if len(parts) == 2 and parts[0].isdigit() and parts[1].startswith("nvidia"):
+                majors[parts[1]] = int(parts[0])
+    nodes = []
+    for line in s.get("nodes", []):
+        parts = line.split()
+        if len(parts) == 3:
+            # stat prints %t %T in hexadecimal; majors are decimal everywhere else.
+            nodes.append(DeviceNode(path=parts[0], major=int(parts[1], 16), minor=int(parts[2], 16)))
+    driver_text = "\n".join(s.get("driver", []))
+    m = re.search(r"Kernel Module(?: for \S+)?\s+(\d{3,}\.\d+(?:\.\d+)?)", driver_text)
+    gids = {}
+    for line in s.get("groups", []):
+        parts = line.split(":")
+        if len(parts) >= 3 and parts[2].isdigit():
+            gids[parts[0]] = int(parts[2])
+    pci = []
+    for line in s.get("pci", []):
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] == NVIDIA_VENDOR:
+            pci.append(PciDevice(
+                address=parts[0], vendor_id=parts[1][2:], device_id=parts[2][2:],
+                driver=parts[3] if len(parts) > 3 else None,
+                iommu_group=int(parts[4]) if len(parts) > 4 and parts[4].isdigit() else None,
+            ))
+    cpu_vendor, flags = "other", []
+    for line in s.get("cpuinfo", []):
+        key, _, value = line.partition(":")
+        if key.strip() == "vendor_id":
+            cpu_vendor = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(value.strip(), "other")
+        elif key.strip() == "flags":
+            flags = value.split()
+    cgroup = s.get("cgroup", [])
+    cgroup_version = 2 if cgroup and cgroup[0].strip() == "cgroup2fs" else 1
+    controllers = cgroup[1].split() if cgroup_version == 2 and len(cgroup) > 1 else []
+    pve = re.search(r"pve-manager/(\d+\.\d+(?:\.\d+)?)", "\n".join(s.get("proxmox", [])))
+    return HostFacts(
+        source="discovered",
+        cpu_vendor=cpu_vendor,
+        cpu_flags=[f for f in flags if f in ("avx", "avx2", "avx512f", "fma", "f16c")],
+        nvidia_driver_version=m.group(1) if m else None,
+        device_majors=majors,
+        nvidia_device_nodes=nodes,
+        group_gids=gids,
+        pci_devices=pci,
+        proxmox_version=pve.group(1) if pve else None,
+        cgroup_version=cgroup_version,
+        cgroup_controllers=controllers,
+    )
+
+
+def discover(inventory: Path, target: Target, facts_dir: Path, *, limit: str | None = None,
+             echo: Progress = print) -> dict[str, HostFacts]:
+    """Run the discover playbook on the hosts of ``target`` and write ``facts_dir/<host>.json``."""
+    facts_dir = facts_dir.resolve()
+    facts_dir.mkdir(parents=True, exist_ok=True)
+    run_playbook("discover.yml", inventory, limit=limit, echo=echo,
+                 extravars={"provision_group": spec(target).group, "gpu_facts_dir": str(facts_dir)},
+                 runs_dir=facts_dir.parent / "runs")
+    found = {}
+    for raw in sorted(facts_dir.glob("*.raw")):
+        facts = parse_raw(raw.read_text())
+        host = raw.name[: -len(".raw")]
+        data = facts.model_dump(mode="json", exclude={"assumptions", "source"})
+        (facts_dir / f"{host}.json").write_text(json.dumps(data, indent=2) + "\n")
+        raw.unlink()
+        found[host] = facts
+    return found
