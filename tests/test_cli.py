@@ -104,8 +104,7 @@ def test_limit_matching_nothing_is_an_error(runner, tmp_path, write_inventory):
     assert "no host in group 'native' matching --limit 'nothere'" in result.output
 
 
-def test_main_flow_renders_then_says_apply_is_not_built(runner, tmp_path, write_inventory):
-    inv = write_inventory(NATIVE)
+def test_main_flow_renders_then_says_apply_is_not_built(runner, tmp_path):
     result = runner.invoke(app, ["--target", "kvm", "-i", str(EXAMPLE), "--out", str(tmp_path)])
     assert result.exit_code == 5
     assert "applying target kvm is not built in this version" in result.output

@@ -11,7 +11,7 @@ import pytest
 
 from provisioner import inventory
 from provisioner.errors import RenderError
-from provisioner.facts import HostFacts, load_facts
+from provisioner.facts import load_facts
 from provisioner.render import check_lxc_config, render
 from provisioner.settings import build_settings
 from provisioner.targets import Target
@@ -36,9 +36,8 @@ def test_example_inventory_matches_golden_files(target, tmp_path):
     assert _tree(tmp_path) == _tree(golden)
 
 
-def _lxc(facts: HostFacts | None = None, **variables):
-    s = build_settings("pve1", Target.lxc, {"lxc_vmid": 120, **variables})
-    return s
+def _lxc(**variables):
+    return build_settings("pve1", Target.lxc, {"lxc_vmid": 120, **variables})
 
 
 def test_lxc_rules_use_the_majors_of_the_hosts_facts(tmp_path):
