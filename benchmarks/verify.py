@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from provisioner.judge import judge  # noqa: E402
 from provisioner.verify import GENERATE_OPTIONS, PROMPT, local_gpu_evidence  # noqa: E402
-from tests.real_ollama import ARCHIVE, MODEL_GGUF, free_port  # noqa: E402
+from tests.real_ollama import running_ollama  # noqa: E402
 
 GOAL_S = 2.0
 
@@ -35,41 +32,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        with tarfile.open(ARCHIVE) as tar:
-            tar.extractall(root, filter="tar")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        (root / "tmp").mkdir()
-        env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(root / "models"),
-               "TMPDIR": str(root / "tmp"), "HOME": tmp}
-        server = subprocess.Popen([str(root / "bin/ollama"), "serve"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(100):
-                try:
-                    requests.get(f"{url}/api/version", timeout=1)
-                    break
-                except requests.RequestException:
-                    time.sleep(0.1)
-            (root / "Modelfile").write_text(f"FROM {MODEL_GGUF}\n")
-            subprocess.run([str(root / "bin/ollama"), "create", "smollm2", "-f", str(root / "Modelfile")],
-                           env=env, check=True, capture_output=True)
-            gen = requests.post(f"{url}/api/generate", timeout=300, json={
-                "model": "smollm2", "prompt": PROMPT, "stream": False, "options": GENERATE_OPTIONS}).json()
-            gen.pop("context", None)
-            times = []
-            for _ in range(args.runs):
-                t = time.perf_counter()
-                doc = {"host": "bench", "target": "native", "model": "smollm2", "generate": gen,
-                       "ps": requests.get(f"{url}/api/ps", timeout=10).json(), **local_gpu_evidence()}
-                out = json.dumps(judge(doc, expect="cpu").to_dict())
-                times.append(time.perf_counter() - t)
-            assert '"verdict": "cpu"' in out
-        finally:
-            server.terminate()
-            server.wait()
+    with tempfile.TemporaryDirectory() as tmp, running_ollama(Path(tmp)) as url:
+        gen = requests.post(f"{url}/api/generate", timeout=300, json={
+            "model": "smollm2", "prompt": PROMPT, "stream": False, "options": GENERATE_OPTIONS}).json()
+        gen.pop("context", None)
+        times = []
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            doc = {"host": "bench", "target": "native", "model": "smollm2", "generate": gen,
+                   "ps": requests.get(f"{url}/api/ps", timeout=10).json(), **local_gpu_evidence()}
+            out = json.dumps(judge(doc, expect="cpu").to_dict())
+            times.append(time.perf_counter() - t)
+        assert '"verdict": "cpu"' in out
     med, worst = statistics.median(times), max(times)
     print(f"loaded model -> printed verdict  median {med * 1000:7.1f} ms  max {worst * 1000:7.1f} ms  "
           f"(goal <= {GOAL_S} s) {'OK' if worst <= GOAL_S else 'OVER'}  [{args.runs} runs]")

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,12 +25,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def ollama_server(tmp_path_factory):
-    """URL of a running real Ollama server that has the model `smollm2` (SmolLM2 135M)."""
-    if not ARCHIVE.exists() or not MODEL_GGUF.exists():
-        pytest.fail("no Ollama archive: run tests/infra/build-ollama.sh")
-    root = tmp_path_factory.mktemp("ollama")
+@contextmanager
+def running_ollama(root: Path) -> Iterator[str]:
+    """Unpack the archive into ``root``, serve it on a free port with the model ``smollm2``; yield its URL."""
     with tarfile.open(ARCHIVE) as tar:
         tar.extractall(root, filter="tar")
     for sub in ("tmp", "models", "home"):
@@ -56,3 +55,12 @@ def ollama_server(tmp_path_factory):
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def ollama_server(tmp_path_factory):
+    """URL of a running real Ollama server that has the model `smollm2` (SmolLM2 135M)."""
+    if not ARCHIVE.exists() or not MODEL_GGUF.exists():
+        pytest.fail("no Ollama archive: run tests/infra/build-ollama.sh")
+    with running_ollama(tmp_path_factory.mktemp("ollama")) as url:
+        yield url
