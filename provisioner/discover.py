@@ -10,7 +10,7 @@ import json
 import re
 from pathlib import Path
 
-from .facts import DeviceNode, HostFacts, PciDevice
+from .facts import CPU_FLAGS, DeviceNode, HostFacts, PciDevice, driver_from_proc
 from .runner import Progress, run_playbook
 from .targets import Target, spec
 
@@ -49,8 +49,6 @@ def parse_raw(text: str) -> HostFacts:
         if len(parts) == 3:
             # stat prints %t %T in hexadecimal; majors are decimal everywhere else.
             nodes.append(DeviceNode(path=parts[0], major=int(parts[1], 16), minor=int(parts[2], 16)))
-    driver_text = "\n".join(s.get("driver", []))
-    m = re.search(r"Kernel Module(?: for \S+)?\s+(\d{3,}\.\d+(?:\.\d+)?)", driver_text)
     gids = {}
     for line in s.get("groups", []):
         parts = line.split(":")
@@ -79,8 +77,8 @@ def parse_raw(text: str) -> HostFacts:
     return HostFacts(
         source="discovered",
         cpu_vendor=cpu_vendor,
-        cpu_flags=[f for f in flags if f in ("avx", "avx2", "avx512f", "fma", "f16c")],
-        nvidia_driver_version=m.group(1) if m else None,
+        cpu_flags=[f for f in flags if f in CPU_FLAGS],
+        nvidia_driver_version=driver_from_proc("\n".join(s.get("driver", []))),
         device_majors=majors,
         nvidia_device_nodes=nodes,
         group_gids=gids,

@@ -9,6 +9,7 @@ person knows which lines of a rendered file to check against the real host.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import InputError
 
 NVIDIA_MAJOR = 195  # fixed by NVIDIA: /dev/nvidia0…, /dev/nvidiactl, /dev/nvidia-modeset
+# CPU flags that decide whether Ollama's CPU and GPU runners can work (AVX gating, ollama#2187).
+CPU_FLAGS = ("avx", "avx2", "avx512f", "fma", "f16c")
+
+_PROC_VERSION_RE = re.compile(r"Kernel Module(?: for \S+)?\s+(\d{3,}\.\d+(?:\.\d+)?)")
+
+
+def driver_from_proc(text: str | None) -> str | None:
+    """The kernel driver version in /proc/driver/nvidia/version ('NVRM version: … Kernel Module  550.54.14 …')."""
+    if not text:
+        return None
+    m = _PROC_VERSION_RE.search(text)
+    if m:
+        return m.group(1)
+    m = re.search(r"\b(\d{3,}\.\d+(?:\.\d+)?)\b", text)
+    return m.group(1) if m else None
 
 
 class DeviceNode(BaseModel):

@@ -14,6 +14,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from .facts import driver_from_proc
+
 # Ollama's minimum NVIDIA driver (docs/gpu.mdx; discover/cuda_compat.go).
 MIN_DRIVER = 550
 MIN_DRIVER_OLD_CC = 570  # compute capability 5.0 - 6.2
@@ -140,20 +142,6 @@ def parse_nvidia_smi(stdout: str) -> list[GpuRow]:
             continue
         rows.append(GpuRow(parts[0], parts[1], total, used, parts[4], parts[5]))
     return rows
-
-
-_PROC_VERSION_RE = re.compile(r"Kernel Module(?: for \S+)?\s+(\d{3,}\.\d+(?:\.\d+)?)")
-
-
-def driver_from_proc(text: str | None) -> str | None:
-    """The kernel driver version in /proc/driver/nvidia/version ('NVRM version: … Kernel Module  550.54.14 …')."""
-    if not text:
-        return None
-    m = _PROC_VERSION_RE.search(text)
-    if m:
-        return m.group(1)
-    m = re.search(r"\b(\d{3,}\.\d+(?:\.\d+)?)\b", text)
-    return m.group(1) if m else None
 
 
 def _major(version: str | None) -> int | None:

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .errors import InputError
+from .facts import CPU_FLAGS
 
 SMI_QUERY = "--query-gpu=name,uuid,memory.total,memory.used,driver_version,pci.bus_id"
 PROMPT = "Explain in one paragraph why the sky is blue."
@@ -62,7 +63,7 @@ def local_gpu_evidence() -> dict[str, Any]:
     except OSError:
         pass
     return {"device_nodes": nodes, "nvidia_smi": smi, "proc_driver_version": proc_version,
-            "cpu_flags": [f for f in flags if f in ("avx", "avx2", "avx512f", "fma", "f16c")]}
+            "cpu_flags": [f for f in flags if f in CPU_FLAGS]}
 
 
 def gather_http(url: str, model: str, *, timeout: float = 300.0) -> dict[str, Any]:
