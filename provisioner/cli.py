@@ -53,25 +53,6 @@ def _echo_json(data: object) -> None:
     typer.echo(json.dumps(data, indent=2))
 
 
-def _load_targets(inventory: Path, target: Optional[Target], limit: Optional[str]) -> list:
-    """The loaded inventory of one target, or of every target that has hosts."""
-    from . import inventory as inv
-    from .errors import InventoryError
-
-    if target is not None:
-        return [inv.load(inventory, target, limit)]
-    loaded = []
-    for t in Target:
-        try:
-            loaded.append(inv.load(inventory, t, limit))
-        except InventoryError as exc:
-            if "no group" not in exc.message and "no host" not in exc.message:
-                raise
-    if not loaded:
-        raise InventoryError(f"inventory {inventory} has no host in any target group (native, docker, lxc, kvm)")
-    return loaded
-
-
 def _print_renders(results: list, out: Path, as_json: bool) -> None:
     if as_json:
         _echo_json({
@@ -126,7 +107,9 @@ def render(
 
     try:
         results = []
-        for loaded in _load_targets(inventory, target, limit):
+        from . import inventory as inv
+
+        for loaded in inv.load_many(inventory, [target] if target else None, limit):
             results.extend(render_hosts(loaded.hosts, out / loaded.target.value, facts))
     except ProvisionError as exc:
         _fail(exc)

@@ -89,7 +89,35 @@ def load(source: str | Path, target: Target | str, limit: str | None = None) -> 
     Raises InventoryError or SettingsError with a message naming the file,
     host or variable; touches no host.
     """
-    target = Target(target)
+    return load_many(source, [Target(target)], limit)[0]
+
+
+def load_many(source: str | Path, targets: list[Target] | None, limit: str | None = None) -> list[LoadedInventory]:
+    """Like :func:`load` for several targets, parsing the inventory once.
+
+    With ``targets`` None: every target whose group has hosts (an error if none has).
+    """
+    opened = _open(source, limit)
+    if targets is None:
+        targets = [t for t in Target if opened.hosts(spec(t).group)]
+        if not targets:
+            raise InventoryError(f"inventory {source} has no host in any target group (native, docker, lxc, kvm)")
+    return [_load_target(opened, t) for t in targets]
+
+
+@dataclass
+class _Opened:
+    source: str | Path
+    path: Path
+    limit: str | None
+    loader: Any
+    inv: Any
+
+    def hosts(self, group: str) -> list:
+        return self.inv.get_hosts(pattern=group) if group in self.inv.groups else []
+
+
+def _open(source: str | Path, limit: str | None) -> _Opened:
     path = Path(source)
     if not path.exists():
         raise InventoryError(f"inventory {source} does not exist; pass -i with a hosts.yml file or an inventory directory")
@@ -101,8 +129,6 @@ def load(source: str | Path, target: Target | str, limit: str | None = None) -> 
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar
-    from ansible.vars.manager import VariableManager
 
     loader = DataLoader()
     try:
@@ -110,20 +136,29 @@ def load(source: str | Path, target: Target | str, limit: str | None = None) -> 
     except AnsibleError as exc:
         first = str(exc).strip().splitlines()[0]
         raise InventoryError(f"inventory {source}: {first}") from None
+    if limit:
+        inv.subset(limit)
+    return _Opened(source, path, limit, loader, inv)
+
+
+def _load_target(opened: _Opened, target: Target) -> LoadedInventory:
+    from ansible.errors import AnsibleError
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
+
+    source, limit, loader = opened.source, opened.limit, opened.loader
     group = spec(target).group
-    if group not in inv.groups:
+    if group not in opened.inv.groups:
         raise InventoryError(
             f"inventory {source} has no group '{group}': the hosts of target {target} are the members "
             f"of the group named after it; add them under all.children.{group}.hosts"
         )
-    if limit:
-        inv.subset(limit)
-    hosts = inv.get_hosts(pattern=group)
+    hosts = opened.hosts(group)
     if not hosts:
         narrowed = f" matching --limit {limit!r}" if limit else ""
         raise InventoryError(f"inventory {source} has no host in group '{group}'{narrowed}")
 
-    variables = VariableManager(loader=loader, inventory=inv)
+    variables = VariableManager(loader=loader, inventory=opened.inv)
     settings: list[HostSettings] = []
     connection: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
@@ -144,4 +179,4 @@ def load(source: str | Path, target: Target | str, limit: str | None = None) -> 
         connection[host.name] = {k: _plain(v) for k, v in hv.items() if k in ("ansible_host", "ansible_user", "ansible_connection", "ansible_port")}
     if problems:
         raise SettingsError(problems[0], details=problems[1:])
-    return LoadedInventory(source=path, target=target, hosts=settings, connection=connection)
+    return LoadedInventory(source=opened.path, target=target, hosts=settings, connection=connection)
