@@ -82,6 +82,9 @@ def _print_renders(results: list, out: Path, as_json: bool) -> None:
             typer.secho("  assumed (no facts discovered for this host yet):", fg=typer.colors.YELLOW)
             for a in r.assumptions:
                 typer.secho(f"    - {a}", fg=typer.colors.YELLOW)
+    if any(r.assumptions for r in results):
+        typer.echo("Read the files before applying anything. To replace the assumptions with each host's real facts:\n"
+                   "  provision discover -t TARGET -i INVENTORY, then render again with --facts .provision/facts")
 
 
 @app.command()

@@ -34,12 +34,19 @@ def test_render_example_for_all_targets_writes_every_file(runner, tmp_path):
     assert by_target["native"]["assumptions"] == []
 
 
+def test_text_output_says_how_to_replace_assumptions(runner, tmp_path):
+    result = runner.invoke(app, ["render", "-t", "kvm", "-i", str(EXAMPLE), "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith("render again with --facts .provision/facts")
+
+
 def test_text_output_names_files_and_their_destinations(runner, tmp_path, write_inventory):
     inv = write_inventory(NATIVE)
     result = runner.invoke(app, ["render", "-t", "native", "-i", str(inv), "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "native gpu1: 2 files" in result.output
     assert "-> /etc/systemd/system/ollama.service.d/override.conf (copy)" in result.output
+    assert "provision discover" not in result.output  # native files rest on no assumption
 
 
 def test_group_vars_are_templated_and_host_vars_override(runner, tmp_path, write_inventory):
