@@ -148,6 +148,7 @@ def verify(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to load and time (must be on the server)."),
     target: Optional[Target] = typer.Option(None, "--target", "-t", help="Gather evidence on the hosts of this target (with -i)."),
     inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help=INVENTORY_HELP),
+    limit: Optional[str] = typer.Option(None, "--limit", "-l", help=LIMIT_HELP),
     expect: Optional[str] = typer.Option(None, "--expect", help="Verdict that counts as a pass besides gpu, e.g. cpu on a machine without a GPU."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document: verdict, models, tokens_per_second, causes."),
 ) -> None:
@@ -161,11 +162,12 @@ def verify(
                 2 bad usage, 3 no verdict (server unreachable, model missing).
     \b
     Examples:
+      provision verify --target native -i inventories/homelab      # every host, through Ansible
       provision verify --url http://127.0.0.1:11434 --model llama3.2:3b
       provision verify --url http://gpu1:11434 -m qwen3:8b --json
       provision verify --url http://127.0.0.1:11434 -m smollm2 --expect cpu   # no GPU here
     """
-    from .errors import InputError, NotBuiltYet
+    from .errors import InputError
 
     try:
         if expect is not None and expect not in ("gpu", "split", "cpu", "unknown"):
@@ -173,8 +175,15 @@ def verify(
         if url is None:
             if target is None or inventory is None:
                 raise InputError("give --url URL --model M, or --target T -i INVENTORY")
-            raise NotBuiltYet(f"verify --target {target} gathers evidence through Ansible, which is not built in this "
-                              "version; use --url with the server's address")
+            from . import inventory as inv
+            from .flow import verify_target
+
+            loaded = inv.load(inventory, target, limit)
+            verdicts = verify_target(loaded.hosts, inventory, target, limit=limit, model=model,
+                                     expect={s.host: expect for s in loaded.hosts if expect},
+                                     echo=(lambda line: None) if as_json else typer.echo)
+            _print_verdicts(verdicts, as_json)
+            raise typer.Exit(max(v.exit_code for v in verdicts))
         if not model:
             raise InputError("--model is required with --url (a model that is on that server)")
         from .judge import judge
@@ -293,6 +302,7 @@ def main_flow(
     out: Path = typer.Option(Path(".provision/rendered"), "--out", "-o", help="Where the rendered files are kept."),
     check: bool = typer.Option(False, "--check", help="Dry run: report what would change, change nothing."),
     diff: bool = typer.Option(False, "--diff", help="Show the changes to each file."),
+    facts: Optional[Path] = typer.Option(None, "--facts", help="Use these discovered facts (<host>.json) instead of discovering."),
 ) -> None:
     """Run the whole flow for a target: validate, discover, preflight, render, apply, verify."""
     if ctx.invoked_subcommand is not None:
@@ -306,8 +316,40 @@ def main_flow(
     from .flow import run_flow
 
     try:
-        run_flow(target=target, inventory=inventory, limit=limit, out=out, check=check, diff=diff,
-                 echo=typer.echo)
+        result = run_flow(target=target, inventory=inventory, limit=limit, out=out, check=check, diff=diff,
+                          facts=facts, echo=typer.echo)
+    except ProvisionError as exc:
+        _fail(exc)
+    if result.verdicts:
+        typer.secho("verification:", bold=True)
+        _print_verdicts(result.verdicts, as_json=False)
+        raise typer.Exit(max(v.exit_code for v in result.verdicts))
+
+
+@app.command()
+def uninstall(
+    target: Target = typer.Option(..., "--target", "-t", help="Remove Ollama from the hosts of this target."),
+    inventory: Path = typer.Option(..., "--inventory", "-i", help=INVENTORY_HELP),
+    limit: Optional[str] = typer.Option(None, "--limit", "-l", help=LIMIT_HELP),
+    purge: bool = typer.Option(False, "--purge", help="Also delete the models directory, the home and the ollama user."),
+    check: bool = typer.Option(False, "--check", help="Dry run: report what would be removed, remove nothing."),
+    out: Path = typer.Option(Path(".provision/rendered"), "--out", "-o", help="Where the rendered files are kept."),
+) -> None:
+    """Remove the Ollama service, its unit, drop-in and binaries; keep the models.
+
+    Without --purge the models directory and the ollama user stay, so a later
+    `provision --target T` finds every model again.
+
+    \b
+    Examples:
+      provision uninstall --target native -i inventories/homelab
+      provision uninstall --target native -i inventories/homelab --purge   # models too
+    """
+    from .flow import run_uninstall
+
+    try:
+        run_uninstall(target=target, inventory=inventory, limit=limit, out=out, purge=purge, check=check,
+                      echo=typer.echo)
     except ProvisionError as exc:
         _fail(exc)
 

@@ -10,14 +10,14 @@ import json
 import re
 from pathlib import Path
 
-from .facts import CPU_FLAGS, DeviceNode, HostFacts, PciDevice, driver_from_proc
+from .facts import CPU_FLAGS, DeviceNode, GpuFact, HostFacts, PciDevice, driver_from_proc
 from .runner import Progress, run_playbook
 from .targets import Target, spec
 
 NVIDIA_VENDOR = "0x10de"
 
 
-def _sections(text: str) -> dict[str, list[str]]:
+def sections(text: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     current = None
     for line in text.splitlines():
@@ -29,9 +29,19 @@ def _sections(text: str) -> dict[str, list[str]]:
     return out
 
 
+def parse_nodes(lines: list[str]) -> list[DeviceNode]:
+    """Lines of `PATH $(stat -c '%t %T' PATH)`: stat prints hexadecimal, majors are decimal everywhere else."""
+    nodes = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3:
+            nodes.append(DeviceNode(path=parts[0], major=int(parts[1], 16), minor=int(parts[2], 16)))
+    return nodes
+
+
 def parse_raw(text: str) -> HostFacts:
     """HostFacts from the gpu_facts role's output (sections '### name')."""
-    s = _sections(text)
+    s = sections(text)
     majors: dict[str, int] = {}
     in_char = False
     for line in s.get("proc_devices", []):
@@ -43,12 +53,7 @@ def parse_raw(text: str) -> HostFacts:
             parts = line.split()
             if len(parts) == 2 and parts[0].isdigit() and parts[1].startswith("nvidia"):
                 majors[parts[1]] = int(parts[0])
-    nodes = []
-    for line in s.get("nodes", []):
-        parts = line.split()
-        if len(parts) == 3:
-            # stat prints %t %T in hexadecimal; majors are decimal everywhere else.
-            nodes.append(DeviceNode(path=parts[0], major=int(parts[1], 16), minor=int(parts[2], 16)))
+    nodes = parse_nodes(s.get("nodes", []))
     gids = {}
     for line in s.get("groups", []):
         parts = line.split(":")
@@ -70,6 +75,14 @@ def parse_raw(text: str) -> HostFacts:
             cpu_vendor = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(value.strip(), "other")
         elif key.strip() == "flags":
             flags = value.split()
+    gpus = []
+    for line in s.get("smi", []):
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 3 or not parts[0] or "failed" in line.lower():
+            continue
+        memory = re.match(r"(\d+)", parts[2])
+        cc = parts[1] if re.fullmatch(r"\d+\.\d+", parts[1]) else None
+        gpus.append(GpuFact(name=parts[0], compute_capability=cc, memory_total_mib=int(memory[1]) if memory else None))
     cgroup = s.get("cgroup", [])
     cgroup_version = 2 if cgroup and cgroup[0].strip() == "cgroup2fs" else 1
     controllers = cgroup[1].split() if cgroup_version == 2 and len(cgroup) > 1 else []
@@ -83,6 +96,7 @@ def parse_raw(text: str) -> HostFacts:
         nvidia_device_nodes=nodes,
         group_gids=gids,
         pci_devices=pci,
+        gpus=gpus,
         proxmox_version=pve.group(1) if pve else None,
         cgroup_version=cgroup_version,
         cgroup_controllers=controllers,
@@ -90,13 +104,13 @@ def parse_raw(text: str) -> HostFacts:
 
 
 def discover(inventory: Path, target: Target, facts_dir: Path, *, limit: str | None = None,
-             echo: Progress = print) -> dict[str, HostFacts]:
+             echo: Progress = print, runs_dir: Path | None = None) -> dict[str, HostFacts]:
     """Run the discover playbook on the hosts of ``target`` and write ``facts_dir/<host>.json``."""
     facts_dir = facts_dir.resolve()
     facts_dir.mkdir(parents=True, exist_ok=True)
     run_playbook("discover.yml", inventory, limit=limit, echo=echo,
                  extravars={"provision_group": spec(target).group, "gpu_facts_dir": str(facts_dir)},
-                 runs_dir=facts_dir.parent / "runs")
+                 runs_dir=runs_dir or facts_dir.parent / "runs")
     found = {}
     for raw in sorted(facts_dir.glob("*.raw")):
         facts = parse_raw(raw.read_text())

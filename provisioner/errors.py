@@ -1,7 +1,8 @@
 """Exceptions the library raises; the CLI turns each into one line and an exit code.
 
 Exit codes follow the documented contract: 2 for bad input (nothing was touched),
-3 when a step could not reach a verdict, 4 for a failed change on a host.
+3 when a step could not reach a verdict, 4 for a failed change on a host,
+6 when preflight refuses a host (nothing was touched).
 """
 
 from __future__ import annotations
@@ -52,3 +53,12 @@ class ApplyError(ProvisionError):
     """Ansible ran and failed; the message names the task, the host and the change state."""
 
     exit_code = 4
+
+
+class PreflightError(ProvisionError):
+    """A host cannot carry the target as it is (e.g. a driver older than Ollama's minimum).
+
+    Raised after discovery and before any change: nothing on any host was changed.
+    """
+
+    exit_code = 6

@@ -21,6 +21,18 @@ NVIDIA_MAJOR = 195  # fixed by NVIDIA: /dev/nvidia0…, /dev/nvidiactl, /dev/nvi
 # CPU flags that decide whether Ollama's CPU and GPU runners can work (AVX gating, ollama#2187).
 CPU_FLAGS = ("avx", "avx2", "avx512f", "fma", "f16c")
 
+# Ollama's minimum NVIDIA driver (docs/gpu.mdx; discover/cuda_compat.go).
+MIN_DRIVER = 550
+MIN_DRIVER_OLD_CC = 570  # compute capability 5.0 - 6.2
+
+
+def minimum_driver(compute_capability: tuple[int, int] | None) -> int:
+    """The oldest driver branch Ollama's CUDA runners accept for a GPU of this compute capability."""
+    if compute_capability and (5, 0) <= compute_capability <= (6, 2):
+        return MIN_DRIVER_OLD_CC
+    return MIN_DRIVER
+
+
 _PROC_VERSION_RE = re.compile(r"Kernel Module(?: for \S+)?\s+(\d{3,}\.\d+(?:\.\d+)?)")
 
 
@@ -53,6 +65,21 @@ class PciDevice(BaseModel):
     iommu_group: int | None = None
 
 
+class GpuFact(BaseModel):
+    """One row of `nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    compute_capability: str | None = None  # "8.9"
+    memory_total_mib: int | None = None
+
+    @property
+    def cc(self) -> tuple[int, int] | None:
+        m = re.fullmatch(r"(\d+)\.(\d+)", self.compute_capability or "")
+        return (int(m[1]), int(m[2])) if m else None
+
+
 class HostFacts(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -65,6 +92,8 @@ class HostFacts(BaseModel):
     nvidia_device_nodes: list[DeviceNode] = Field(default_factory=list)
     group_gids: dict[str, int] = Field(default_factory=dict)
     pci_devices: list[PciDevice] = Field(default_factory=list)
+    # What nvidia-smi reports on the host; empty without a driver (or without nvidia-smi).
+    gpus: list[GpuFact] = Field(default_factory=list)
     proxmox_version: str | None = None
     cgroup_version: Literal[1, 2] = 2
     # Controllers enabled in the host's cgroup2 root (/sys/fs/cgroup/cgroup.controllers):

@@ -14,11 +14,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from .facts import driver_from_proc
-
-# Ollama's minimum NVIDIA driver (docs/gpu.mdx; discover/cuda_compat.go).
-MIN_DRIVER = 550
-MIN_DRIVER_OLD_CC = 570  # compute capability 5.0 - 6.2
+from .facts import MIN_DRIVER_OLD_CC, driver_from_proc, minimum_driver
 
 # Memory bandwidth in GB/s of common NVIDIA cards (vendor specifications). Matched
 # against nvidia-smi's name, most specific first.
@@ -300,7 +296,7 @@ def _old_driver(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
     if major is None:
         return None
     cc = _compute_capability(ev.log)
-    minimum = MIN_DRIVER_OLD_CC if cc and (5, 0) <= cc <= (6, 2) else MIN_DRIVER
+    minimum = minimum_driver(cc)
     if major >= minimum:
         return None
     why = f" for compute capability {cc[0]}.{cc[1]}" if minimum == MIN_DRIVER_OLD_CC and cc else ""

@@ -329,6 +329,7 @@ def _write_manifest(result: HostRender, settings: HostSettings) -> None:
             for f in result.files
         ],
         "settings": settings.public_dict(),
+        "install": settings.service_install(),
     }
     (result.directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 

@@ -41,6 +41,11 @@ class RunResult:
 
 
 def _message(res: dict[str, Any]) -> str:
+    failed_items = [r for r in res.get("results") or [] if isinstance(r, dict) and r.get("failed")]
+    if failed_items:  # a loop: the first failed item says more than "One or more items failed"
+        item = failed_items[0]
+        label = item.get("_ansible_item_label", item.get("item"))
+        return f"item {label}: {_message(item)}"
     msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
     if isinstance(msg, list):
         msg = " ".join(str(m) for m in msg)
@@ -92,6 +97,8 @@ def run_playbook(playbook: str, inventory: Path, *, limit: str | None = None,
             "ANSIBLE_ROLES_PATH": str(ROLES_DIR),
             "ANSIBLE_HOST_KEY_CHECKING": "False",
             "ANSIBLE_NOCOLOR": "1",
+            # One connection round trip per task instead of three (put file, run, clean up).
+            "ANSIBLE_PIPELINING": "True",
             "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         },

@@ -371,6 +371,25 @@ class HostSettings(BaseModel):
         return int(self.ollama_listen_address.rpartition(":")[2])
 
     @property
+    def api_url(self) -> str:
+        """Where the server answers on its own machine: a wildcard listen address is reached on loopback."""
+        host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(self.listen_host, self.listen_host)
+        return f"http://{host}:{self.listen_port}"
+
+    def service_install(self) -> dict[str, Any]:
+        """What the ollama_service role needs beyond the rendered files: release, checksum, models."""
+        return {
+            "version": self.ollama_version,
+            "archive_url": self.archive_url,
+            "sha256": self.ollama_sha256 or "",
+            "checksum_url": self.checksum_url or "",
+            "api_url": self.api_url,
+            "models_dir": self.ollama_models_dir,
+            "models": [m.model_dump(by_alias=True, exclude_none=True) for m in self.ollama_models],
+            "keep_alive": self.ollama_keep_alive,
+        }
+
+    @property
     def docker_tag(self) -> str:
         return self.ollama_docker_tag or self.ollama_version
 

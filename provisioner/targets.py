@@ -63,6 +63,9 @@ class TargetSpec:
     facts_used: tuple[str, ...] = ()
     # Whether `provision --target T` can apply it in this version.
     apply_ready: bool = False
+    # How the verification role reads the server's log since "@EPOCH" and its environment, in the target.
+    log_command: str = "journalctl -u ollama --no-pager -o cat --since"
+    env_command: str = "systemctl show ollama -p Environment --value"
 
     @property
     def playbook_path(self) -> Path:
@@ -93,6 +96,7 @@ TARGETS: dict[Target, TargetSpec] = {
         playbook="native.yml",
         description="Ollama as a hardened systemd service on the host",
         files=_service_files("host"),
+        apply_ready=True,
     ),
     Target.docker: TargetSpec(
         target=Target.docker,

@@ -10,12 +10,14 @@ nvidia-smi, the kernel driver version and the CPU flags.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import stat
 import subprocess
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 from .errors import InputError
@@ -102,3 +104,58 @@ def gather_http(url: str, model: str, *, timeout: float = 300.0) -> dict[str, An
         doc.update(local_gpu_evidence())
         doc["target"] = "native"
     return doc
+
+
+def evidence_from_role(doc: dict[str, Any], target: str) -> dict[str, Any]:
+    """The ollama_verify role's document (HTTP answers + raw outputs) in the judge's evidence shape."""
+    from .discover import parse_nodes, sections
+
+    url, model = doc.get("url", ""), doc.get("model", "")
+    ev: dict[str, Any] = {"host": doc.get("host", "?"), "target": target, "url": url, "model": model,
+                          "version": doc.get("version")}
+    raw = sections(str(doc.get("raw") or ""))
+    smi_rc = next((int(k.split()[1]) for k in raw if k.startswith("smi_rc ") and k.split()[1].isdigit()), 127)
+    smi_out = "\n".join(raw.get("smi", []))
+    ev["nvidia_smi"] = {"rc": smi_rc, "stdout": smi_out if smi_rc == 0 else "", "stderr": "" if smi_rc == 0 else smi_out,
+                        "missing": smi_rc == 127}
+    ev["proc_driver_version"] = "\n".join(raw.get("driver", [])) or None
+    ev["device_nodes"] = [n.model_dump() for n in parse_nodes(raw.get("nodes", []))]
+    flags = " ".join(raw.get("cpuinfo", [])).partition(":")[2].split()
+    ev["cpu_flags"] = [f for f in flags if f in CPU_FLAGS]
+    env = dict(w.split("=", 1) for w in " ".join(raw.get("env", [])).split() if "=" in w)
+    ev["cuda_visible_devices"] = env.get("CUDA_VISIBLE_DEVICES")
+    ev["log"] = raw.get("log", [])
+    if int(doc.get("version_status") or -1) != 200:
+        ev["error"] = f"server unreachable at {url} on {ev['host']}: {doc.get('version_error') or 'no answer'}"
+    elif doc.get("load_status") == 404:
+        ev["error"] = f"model {model} is not on the server of {ev['host']}; pull it first (`ollama pull {model}`)"
+    elif doc.get("load_status") != 200 or not doc.get("ps"):
+        ev["error"] = f"the server of {ev['host']} failed while loading {model}: {doc.get('load_error') or 'no answer'}"
+    else:
+        ev["generate"] = doc.get("generate") or {}
+        ev["ps"] = doc.get("ps")
+    return ev
+
+
+def gather_ansible(inventory: Path, target: str, plan: dict[str, dict[str, str]], *, limit: str | None,
+                   runs_dir: Path, echo: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Run playbooks/verify.yml on the hosts in ``plan`` ({host: {model, api_url}}); evidence per host."""
+    from .runner import run_playbook
+    from .targets import spec
+
+    tspec = spec(target)
+    evidence_dir = (runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-evidence").resolve()
+    evidence_dir.mkdir(parents=True, exist_ok=True)
+    per_host = {h: {**p, "log_command": tspec.log_command, "env_command": tspec.env_command} for h, p in plan.items()}
+    run_playbook("verify.yml", inventory, limit=limit, echo=echo, runs_dir=runs_dir, extravars={
+        "provision_group": tspec.group, "provision_verify": per_host, "provision_evidence_dir": str(evidence_dir),
+    })
+    found = {}
+    for host in plan:
+        path = evidence_dir / f"{host}.json"
+        if path.exists():
+            ev = evidence_from_role(json.loads(path.read_text()), tspec.target.value)
+            path.with_suffix(".evidence.json").write_text(json.dumps(ev, indent=2) + "\n")
+            found[host] = ev
+    echo(f"evidence: {evidence_dir}")
+    return found

@@ -33,6 +33,8 @@ RAW_PVE = textwrap.dedent("""\
     ### driver
     NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.90.07  Fri May 31 09:35:42 UTC 2024
     GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)
+    ### smi
+    NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 550.90.07
     ### groups
     video:x:44:
     render:x:104:
@@ -63,6 +65,13 @@ def test_parse_raw_facts_of_a_proxmox_gpu_host():
         ("0000:01:00.0", "2204", "nvidia", 14), ("0000:01:00.1", "1aef", "snd_hda_intel", 14)]
     assert (f.cpu_vendor, f.cpu_flags) == ("intel", ["avx", "f16c", "avx2", "fma"])
     assert (f.cgroup_version, "memory" in f.cgroup_controllers, f.proxmox_version) == (2, True, "8.2.4")
+    assert [(g.name, g.cc, g.memory_total_mib) for g in f.gpus] == [("NVIDIA GeForce RTX 3090", (8, 6), 24576)]
+
+
+def test_parse_raw_ignores_an_nvidia_smi_that_cannot_talk_to_the_driver():
+    f = parse_raw("### smi\nNVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
+                  "Make sure that the latest NVIDIA driver is installed and running.\n")
+    assert f.gpus == []
 
 
 def test_parse_raw_of_a_host_without_gpu():

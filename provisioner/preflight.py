@@ -1,0 +1,71 @@
+"""Preflight: the known ways a host fails a target, checked from discovered facts before any change.
+
+Pure functions of settings and facts, so every refusal is tested from recorded facts.
+A refusal names the host, what was found and the fix; nothing on any host is changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import PreflightError
+from .facts import HostFacts, minimum_driver
+from .settings import HostSettings
+
+NVIDIA_VENDOR_ID = "10de"
+
+
+@dataclass
+class HostPreflight:
+    host: str
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    # The nvidia_host role installs or upgrades the distribution's driver on this run.
+    install_driver: bool = False
+    # No NVIDIA GPU: the install is for CPU and the verification expects "100% CPU".
+    cpu_only: bool = False
+
+
+def _driver_major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
+def check_host_driver(settings: HostSettings, facts: HostFacts) -> HostPreflight:
+    """The host's NVIDIA driver against Ollama's minimum (550; 570 for compute capability 5.0-6.2)."""
+    result = HostPreflight(settings.host)
+    gpus = [d.address for d in facts.pci_devices if d.vendor_id == NVIDIA_VENDOR_ID]
+    driver = facts.nvidia_driver_version
+    if not gpus and not driver:
+        result.cpu_only = True
+        result.notes.append(f"{settings.host}: no NVIDIA GPU found (no PCI device of vendor 10de, no driver): "
+                            "installing for CPU; the verification is expected to report 100% CPU")
+        return result
+    ccs = [g.cc for g in facts.gpus if g.cc]
+    cc = min(ccs) if ccs else None
+    minimum = minimum_driver(cc)
+    why = f" (compute capability {cc[0]}.{cc[1]} needs {minimum})" if cc and minimum != minimum_driver(None) else ""
+    install_hint = (f"install NVIDIA driver {minimum} or newer on {settings.host}, or set nvidia_driver_install: true "
+                    "(and nvidia_driver_allow_reboot: true to let it reboot)")
+    if not driver:
+        problem = f"{settings.host}: NVIDIA GPU {', '.join(gpus)} found but no NVIDIA driver is loaded"
+    elif _driver_major(driver) < minimum:
+        problem = f"{settings.host}: NVIDIA driver {driver} is older than Ollama's minimum {minimum}{why}"
+    else:
+        names = ", ".join(g.name for g in facts.gpus) or ", ".join(gpus)
+        result.notes.append(f"{settings.host}: NVIDIA driver {driver} for {names} (minimum {minimum}{why})")
+        return result
+    if settings.nvidia_driver_install:
+        result.install_driver = True
+        result.notes.append(f"{problem}: installing the distribution's driver (nvidia_driver_install: true)")
+    else:
+        result.problems.append(f"{problem}; {install_hint}")
+    return result
+
+
+def preflight(hosts: list[tuple[HostSettings, HostFacts]]) -> list[HostPreflight]:
+    """Check every host; raise PreflightError listing every refused host (one line each)."""
+    results = [check_host_driver(s, f) for s, f in hosts]
+    problems = [p for r in results for p in r.problems]
+    if problems:
+        raise PreflightError(problems[0], details=[*problems[1:], "nothing on any host was changed"])
+    return results
