@@ -110,7 +110,11 @@ def run_playbook(playbook: str, inventory: Path, *, limit: str | None = None,
     run = RunResult(playbook, result.status, result.rc, run_dir,
                     {k: dict(v) for k, v in stats.items() if isinstance(v, dict)}, progress.failures)
     if result.rc != 0 or result.status != "successful":
-        first = progress.failures[0] if progress.failures else Failure("?", "?", f"ansible exited {result.rc}")
+        # The last failure of the first failing host stopped it (earlier ones may have been rescued).
+        first = Failure("?", "?", f"ansible exited {result.rc}")
+        if progress.failures:
+            host = progress.failures[0].host
+            first = [f for f in progress.failures if f.host == host][-1]
         changed = {h: n for h, n in run.stats.get("changed", {}).items() if n}
         changed_text = ", ".join(f"{h}: {n} changed" for h, n in changed.items()) or "nothing was changed"
         raise ApplyError(

