@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/infra/bootstrap.sh
 bash tests/infra/services.sh
+bash tests/infra/systemd-image.sh
 bash tests/infra/build-ollama.sh
 echo "=== unit tests"
 .venv/bin/pytest -q -m "not infra" "$@"
