@@ -139,7 +139,7 @@ def _print_verdicts(verdicts: list, as_json: bool) -> None:
             typer.echo(f"  cause: {c.cause}")
             typer.echo(f"    fix: {c.fix}")
         if v.expected and v.exit_code == 0 and v.verdict != "gpu":
-            typer.echo(f"  {v.verdict} was expected here (--expect {v.expected})")
+            typer.echo(f"  {v.verdict} is the expected result here (expected: {v.expected}), so this passes")
 
 
 @app.command()

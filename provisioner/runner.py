@@ -64,7 +64,8 @@ class _Progress:
         kind = event.get("event", "")
         data = event.get("event_data", {})
         if kind == "playbook_on_task_start":
-            self.echo(f"  task: {data.get('task', '')}")
+            c = self.counts
+            self.echo(f"  [ok {c['ok']} changed {c['changed']} failed {c['failed']}] task: {data.get('task', '')}")
         elif kind == "runner_on_ok":
             self.counts["changed" if data.get("res", {}).get("changed") else "ok"] += 1
         elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):

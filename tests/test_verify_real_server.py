@@ -33,7 +33,7 @@ def test_expect_cpu_turns_cpu_into_a_pass(runner, ollama_server):
     result = runner.invoke(app, ["verify", "--url", ollama_server, "-m", "smollm2", "--expect", "cpu"])
     assert result.exit_code == 0, result.output
     assert "smollm2:latest: 100% CPU" in result.output
-    assert "cpu was expected here" in result.output
+    assert "cpu is the expected result here (expected: cpu), so this passes" in result.output
 
 
 def test_missing_model_is_no_verdict_exit_3(runner, ollama_server):

@@ -1,0 +1,65 @@
+"""Benchmark: the native target's apply step on a local systemd container, against a floor.
+
+Floor: an empty play with fact gathering on the same container, run the same way (ansible-runner,
+pipelining). Then: a fresh install (archive, user, unit, model, preload) and no-op re-converges of
+playbooks/native.yml. Goal (issue 3): a no-op re-converge <= 1.3x the floor.
+Needs what tests/run.sh sets up (Docker, the systemd image, the built archive).
+Run: .venv/bin/python benchmarks/native.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from provisioner import inventory as inv  # noqa: E402
+from provisioner.render import render  # noqa: E402
+from provisioner.runner import run_playbook  # noqa: E402
+from provisioner.targets import Target  # noqa: E402
+from tests.native_host import systemd_container, write_native_inventory, www_server  # noqa: E402
+
+GOAL = 1.3
+FLOOR_PLAY = "- name: Floor\n  hosts: native\n  gather_facts: true\n  tasks: []\n"
+
+
+def timed(playbook: str, inventory: Path, runs_dir: Path, **extravars) -> float:
+    started = time.perf_counter()
+    run_playbook(playbook, inventory, runs_dir=runs_dir, extravars=extravars, echo=lambda line: None)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="repetitions of the floor and the no-op (median)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, www_server() as www, systemd_container("op-bench") as host:
+        work = Path(tmp)
+        inventory = write_native_inventory(work / "inv", host, www)
+        rendered = work / "rendered"
+        render(inv.load(inventory, Target.native, None).hosts, rendered, None)
+        floor_play = work / "floor.yml"
+        floor_play.write_text(FLOOR_PLAY)
+        extra = {"provision_group": "native", "provision_rendered_dir": str(rendered)}
+        runs = work / "runs"
+
+        floors = [timed(str(floor_play), inventory, runs) for _ in range(args.runs)]
+        install = timed("native.yml", inventory, runs, **extra)
+        noops = [timed("native.yml", inventory, runs, **extra) for _ in range(args.runs)]
+
+    floor = statistics.median(floors)
+    noop = statistics.median(noops)
+    print(f"floor (empty play + fact gathering): median {floor:.2f} s  (runs: {', '.join(f'{t:.2f}' for t in floors)})")
+    print(f"fresh install:                       {install:.2f} s = {install / floor:.1f}x the floor")
+    print(f"no-op re-converge:                   median {noop:.2f} s = {noop / floor:.2f}x the floor "
+          f"(goal <= {GOAL}x: {'met' if noop / floor <= GOAL else 'NOT met'})  (runs: {', '.join(f'{t:.2f}' for t in noops)})")
+
+
+if __name__ == "__main__":
+    main()
