@@ -204,6 +204,7 @@ def plan(
     kv_cache: str = typer.Option("f16", "--kv-cache", help="KV cache type: f16, q8_0 or q4_0."),
     target: Optional[Target] = typer.Option(None, "--target", "-t", help="Plan for the GPUs of these hosts (with -i)."),
     inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help=INVENTORY_HELP),
+    facts: Optional[Path] = typer.Option(None, "--facts", help="Discovered facts to read (<host>.json) instead of discovering."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Which model sizes, quantisations and contexts fit 100% on a GPU, before downloading any.
@@ -216,36 +217,63 @@ def plan(
     Examples:
       provision plan --vram 24
       provision plan --vram 12 --context 32768 --kv-cache q8_0
+      provision plan -t native -i inventories/homelab     # each host's discovered GPU
     """
     from dataclasses import asdict
 
-    from .errors import InputError, NotBuiltYet
+    from .errors import InputError
     from .fit import GIB
     from .fit import plan as make_plan
 
     try:
-        if vram is None:
-            if target is not None and inventory is not None:
-                raise NotBuiltYet("plan -i/--target needs each host's discovered GPU memory, which is not built in "
-                                  "this version; use --vram GiB")
-            raise InputError("give --vram GiB (the GPU's memory), e.g. provision plan --vram 24")
-        if vram <= 0 or context < 256 or parallel < 1:
+        if context < 256 or parallel < 1 or (vram is not None and vram <= 0):
             raise InputError("--vram must be > 0, --context >= 256 and --parallel >= 1")
         if kv_cache not in ("f16", "q8_0", "q4_0"):
             raise InputError(f"--kv-cache {kv_cache!r} is not allowed; use f16, q8_0 or q4_0")
-        fits = make_plan(vram, context, parallel, kv_cache)
+        if vram is not None:
+            gpus = {"--vram": vram}
+        elif target is not None and inventory is not None:
+            gpus = _discovered_vram(target, inventory, facts, as_json)
+        else:
+            raise InputError("give --vram GiB (the GPU's memory), e.g. provision plan --vram 24, or -t TARGET -i INVENTORY")
     except ProvisionError as exc:
         _fail(exc)
+    plans = {where: make_plan(gib, context, parallel, kv_cache) if gib else [] for where, gib in gpus.items()}
     if as_json:
-        _echo_json({"vram_gib": vram, "context": context, "parallel": parallel, "kv_cache_type": kv_cache,
-                    "fits": [{**asdict(f), "text": f.text} for f in fits]})
+        docs = [{"host": where, "vram_gib": gpus[where], "context": context, "parallel": parallel,
+                 "kv_cache_type": kv_cache, "fits": [{**asdict(f), "text": f.text} for f in fits]}
+                for where, fits in plans.items()]
+        _echo_json(docs[0] if vram is not None else {"hosts": docs})
         return
-    typer.echo(f"{vram:g} GiB GPU, context {context} x {parallel} parallel, KV cache {kv_cache}:")
-    typer.echo(f"  {'model':14} {'quant':7} {'weights':>8} {'KV cache':>9} {'total':>8}  fit")
-    for f in fits:
-        color = {"gpu": typer.colors.GREEN, "split": typer.colors.YELLOW}.get(f.processor, typer.colors.RED)
-        typer.echo(f"  {f.model:14} {f.quantization:7} {f.weights_bytes / GIB:7.1f}G {f.kv_bytes / GIB:8.1f}G "
-                   f"{f.total_bytes / GIB:7.1f}G  " + typer.style(f.text, fg=color))
+    for where, fits in plans.items():
+        label = "" if vram is not None else f"{where}: "
+        if not fits:
+            typer.echo(f"{label}no NVIDIA GPU found (nvidia-smi reported none): models run on the CPU")
+            continue
+        typer.echo(f"{label}{gpus[where]:g} GiB GPU, context {context} x {parallel} parallel, KV cache {kv_cache}:")
+        typer.echo(f"  {'model':14} {'quant':7} {'weights':>8} {'KV cache':>9} {'total':>8}  fit")
+        for f in fits:
+            color = {"gpu": typer.colors.GREEN, "split": typer.colors.YELLOW}.get(f.processor, typer.colors.RED)
+            typer.echo(f"  {f.model:14} {f.quantization:7} {f.weights_bytes / GIB:7.1f}G {f.kv_bytes / GIB:8.1f}G "
+                       f"{f.total_bytes / GIB:7.1f}G  " + typer.style(f.text, fg=color))
+
+
+def _discovered_vram(target: Target, inventory: Path, facts: Optional[Path], quiet: bool) -> dict[str, float]:
+    """GPU memory in GiB per host (the smallest card of each), from discovered facts; 0 without a GPU."""
+    from . import inventory as inv
+    from .discover import discover as run_discover
+    from .facts import load_facts
+
+    loaded = inv.load(inventory, target, None)
+    if facts is None:
+        facts = Path(".provision/facts")
+        run_discover(inventory, target, facts, echo=(lambda line: None) if quiet else typer.echo)
+    out = {}
+    for s in loaded.hosts:
+        found = load_facts(facts, s.host)
+        sizes = [g.memory_total_mib for g in found.gpus if g.memory_total_mib] if found.source == "discovered" else []
+        out[s.host] = round(min(sizes) / 1024, 1) if sizes else 0.0
+    return out
 
 
 @app.command()

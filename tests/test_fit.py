@@ -86,3 +86,27 @@ def test_plan_bad_usage_is_exit_2(runner, args, message):
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_plan_for_an_inventory_uses_each_hosts_discovered_gpu_memory(runner, write_inventory, tmp_path):
+    inv = write_inventory("""
+        all:
+          children:
+            native:
+              hosts:
+                gpu1: {}
+                cpubox: {}
+    """)
+    facts = tmp_path / "facts"
+    facts.mkdir()
+    (facts / "gpu1.json").write_text(json.dumps({"gpus": [
+        {"name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9", "memory_total_mib": 24564}]}))
+    (facts / "cpubox.json").write_text(json.dumps({"gpus": []}))
+    result = runner.invoke(app, ["plan", "-t", "native", "-i", str(inv), "--facts", str(facts), "--json"])
+    assert result.exit_code == 0, result.output
+    hosts = {h["host"]: h for h in json.loads(result.output)["hosts"]}
+    assert hosts["gpu1"]["vram_gib"] == 24.0 and hosts["gpu1"]["fits"]
+    assert {f["processor"] for f in hosts["gpu1"]["fits"]} >= {"gpu", "split"}
+    assert hosts["cpubox"] == {**hosts["cpubox"], "vram_gib": 0.0, "fits": []}
+    text = runner.invoke(app, ["plan", "-t", "native", "-i", str(inv), "--facts", str(facts)]).output
+    assert "gpu1: 24 GiB GPU, context 4096" in text and "cpubox: no NVIDIA GPU found" in text
