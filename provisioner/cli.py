@@ -240,7 +240,7 @@ def plan(
         _fail(exc)
     plans = {where: make_plan(gib, context, parallel, kv_cache) if gib else [] for where, gib in gpus.items()}
     if as_json:
-        docs = [{"host": where, "vram_gib": gpus[where], "context": context, "parallel": parallel,
+        docs = [{**({} if vram is not None else {"host": where}), "vram_gib": gpus[where], "context": context, "parallel": parallel,
                  "kv_cache_type": kv_cache, "fits": [{**asdict(f), "text": f.text} for f in fits]}
                 for where, fits in plans.items()]
         _echo_json(docs[0] if vram is not None else {"hosts": docs})

@@ -52,6 +52,21 @@ def _message(res: dict[str, Any]) -> str:
     return str(msg).strip().splitlines()[0] if str(msg).strip() else "failed"
 
 
+def _diff_lines(diff: Any) -> list[str]:
+    """Ansible's --diff result of a task (a dict or a list of dicts with before/after) as unified diff lines."""
+    import difflib
+
+    lines: list[str] = []
+    for d in diff if isinstance(diff, list) else [diff] if isinstance(diff, dict) else []:
+        before, after = d.get("before", ""), d.get("after", "")
+        if not isinstance(before, str) or not isinstance(after, str) or before == after:
+            continue
+        lines.extend(difflib.unified_diff(
+            before.splitlines(), after.splitlines(), lineterm="",
+            fromfile=str(d.get("before_header", "before")), tofile=str(d.get("after_header", "after"))))
+    return lines
+
+
 class _Progress:
     """Turns ansible-runner events into one line per task, with running ok/changed/failed counts."""
 
@@ -67,7 +82,11 @@ class _Progress:
             c = self.counts
             self.echo(f"  [ok {c['ok']} changed {c['changed']} failed {c['failed']}] task: {data.get('task', '')}")
         elif kind == "runner_on_ok":
-            self.counts["changed" if data.get("res", {}).get("changed") else "ok"] += 1
+            res = data.get("res", {})
+            self.counts["changed" if res.get("changed") else "ok"] += 1
+            if res.get("changed"):
+                for line in _diff_lines(res.get("diff")):
+                    self.echo(f"    {line}")
         elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
             self.counts["failed"] += 1
             failure = Failure(str(data.get("host")), str(data.get("task")), _message(data.get("res", {})))

@@ -78,7 +78,9 @@ def test_install_verifies_100_percent_cpu_and_a_rerun_changes_nothing(host, www,
                            ollama_extra_env={"OLLAMA_DEBUG": "0"})
     dry = provision("--target", "native", "-i", inv, "--check", "--diff")
     assert dry.exit_code == 0, dry.output
-    assert f"would change" in dry.output and "verify: skipped in a dry run" in dry.output
+    assert "would change" in dry.output and "verify: skipped in a dry run" in dry.output
+    assert "-Environment=\"OLLAMA_CONTEXT_LENGTH=2048\"" in dry.output
+    assert "+Environment=\"OLLAMA_CONTEXT_LENGTH=8192\"" in dry.output
     assert t.file(DROPIN).content_string == dropin
 
 
@@ -96,7 +98,7 @@ def test_a_dry_run_on_a_fresh_host_changes_nothing(host, www, tmp_path, provisio
     inv = write_native_inventory(tmp_path / "inv", host, www)
     result = provision("--target", "native", "-i", inv, "--check")
     assert result.exit_code == 0, result.output
-    assert f"would change" in result.output
+    assert "would change" in result.output
     assert sh(host, f"ls {ROOT} {UNIT} 2>&1; getent passwd ollama", check=False).count("No such file") == 2
 
 
