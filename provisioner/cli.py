@@ -124,6 +124,18 @@ def _print_verdicts(verdicts: list, as_json: bool) -> None:
         docs = [v.to_dict() for v in verdicts]
         _echo_json(docs[0] if len(docs) == 1 else {"hosts": docs})
         return
+    rows = [("HOST", "MODEL", "PROCESSOR", "TOK/S", "EFFICIENCY", "RESULT")]
+    for v in verdicts:
+        result = "pass" if v.exit_code == 0 else ("no verdict" if v.verdict == "error" else "fail")
+        if v.exit_code == 0 and v.expected and v.verdict != "gpu":
+            result += f" (expected {v.expected})"
+        speed = f"{v.tokens_per_second:.1f}" if v.tokens_per_second is not None else "-"
+        eff = f"{v.efficiency_percent:.0f}%" if v.efficiency_percent is not None else "-"
+        for m in v.models or [None]:
+            rows.append((v.host, m.name if m else "-", m.processor_text if m else v.verdict, speed, eff, result))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
     for v in verdicts:
         color = typer.colors.GREEN if v.exit_code == 0 else (typer.colors.RED if v.verdict in ("cpu", "error") else typer.colors.YELLOW)
         typer.secho(f"{v.host}: {v.summary}", fg=color, bold=True)

@@ -73,6 +73,14 @@ def test_install_verifies_100_percent_cpu_and_a_rerun_changes_nothing(host, www,
     assert again.exit_code == 0, again.output
     assert f"changed 0 thing(s) on {host}" in again.output
 
+    # The same evidence through `verify --target`: the documented JSON, exit 1, and 0 with --expect cpu.
+    checked = provision("verify", "--target", "native", "-i", inv, "--json")
+    assert checked.exit_code == 1, checked.output
+    doc = json.loads(checked.output)
+    assert (doc["verdict"], doc["models"][0]["processor"], doc["models"][0]["size_vram"]) == ("cpu", "cpu", 0)
+    assert doc["tokens_per_second"] > 0 and doc["causes"][0]["cause"].startswith("no NVIDIA GPU visible")
+    assert provision("verify", "--target", "native", "-i", inv, "--expect", "cpu").exit_code == 0
+
     # A changed setting in a dry run: reported with its diff, the file on the host untouched.
     write_native_inventory(tmp_path / "inv", host, www, ollama_context_length=8192,
                            ollama_extra_env={"OLLAMA_DEBUG": "0"})
