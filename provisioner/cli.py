@@ -28,6 +28,8 @@ Examples:
   provision render --target lxc -i inventories/example   # every file, nothing changed
   provision --target native -i inventories/homelab        # the whole flow
   provision --target native -i inventories/homelab --check --diff   # dry run
+  provision verify --target native -i inventories/homelab  # where do models run?
+  provision uninstall --target native -i inventories/homelab   # models are kept
 """
 
 app = typer.Typer(
@@ -330,7 +332,7 @@ def list_targets() -> None:
 
     for t in TARGETS.values():
         state = "apply ready" if t.apply_ready else "render only"
-        typer.echo(f"{t.target.value:7} group '{t.group}', playbooks/{t.playbook:11} {state:12} {t.description}")
+        typer.echo(f"{t.target.value:7} {'group ' + repr(t.group) + ',':16} playbooks/{t.playbook:11} {state:12} {t.description}")
 
 
 @app.callback(invoke_without_command=True)
