@@ -152,3 +152,27 @@ def test_upgrade_keeps_models_and_settings_a_bad_version_rolls_back_and_uninstal
     assert purged.exit_code == 0, purged.output
     assert sh(host, f"ls {MODELS} 2>&1; getent passwd ollama", check=False).startswith("ls: cannot access")
     assert sh(host, "getent passwd ollama || echo gone") == "gone"
+
+
+def test_air_gapped_install_from_a_tar_zst_file_on_the_controller(host, www, tmp_path, provision):
+    from tests.real_ollama import STATE
+
+    # The archive and a sha256sum.txt that does not match it, side by side on the controller.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    archive = bad / "ollama-linux-amd64.tar.zst"
+    archive.write_bytes((STATE / "www/zst/ollama-linux-amd64.tar.zst").read_bytes())
+    (bad / "sha256sum.txt").write_text(f"{'ab' * 32}  ./ollama-linux-amd64.tar.zst\n")
+    inv = write_native_inventory(tmp_path / "inv", host, www, ollama_archive=str(archive))
+    refused = provision("--target", "native", "-i", inv)
+    assert refused.exit_code == 4, refused.output
+    assert f"expected {'ab' * 32} ({bad}/sha256sum.txt)" in refused.output
+    assert sh(host, f"ls {ROOT} 2>&1; getent passwd ollama", check=False).startswith("ls: cannot access")
+
+    good = STATE / "www/zst/ollama-linux-amd64.tar.zst"
+    write_native_inventory(tmp_path / "inv", host, www, ollama_archive=str(good))
+    result = provision("--target", "native", "-i", inv)
+    assert result.exit_code == 0, result.output
+    assert _api(host, "/api/version")["version"] == VERSION_A
+    assert sh(host, f"cat {ROOT}/versions/{VERSION_A}/.archive-sha256") == \
+        (STATE / "www/zst/sha256sum.txt").read_text().split()[0]

