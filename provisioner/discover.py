@@ -10,7 +10,7 @@ import json
 import re
 from pathlib import Path
 
-from .facts import CPU_FLAGS, DeviceNode, GpuFact, HostFacts, PciDevice, driver_from_proc
+from .facts import DeviceNode, GpuFact, HostFacts, PciDevice, cpu_flags_of, driver_from_proc
 from .runner import Progress, run_playbook
 from .targets import Target, spec
 
@@ -74,7 +74,7 @@ def parse_raw(text: str) -> HostFacts:
         if key.strip() == "vendor_id":
             cpu_vendor = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(value.strip(), "other")
         elif key.strip() == "flags":
-            flags = value.split()
+            flags = cpu_flags_of(line)
     gpus = []
     for line in s.get("smi", []):
         parts = [p.strip() for p in line.split(",")]
@@ -90,7 +90,7 @@ def parse_raw(text: str) -> HostFacts:
     return HostFacts(
         source="discovered",
         cpu_vendor=cpu_vendor,
-        cpu_flags=[f for f in flags if f in CPU_FLAGS],
+        cpu_flags=flags,
         nvidia_driver_version=driver_from_proc("\n".join(s.get("driver", []))),
         device_majors=majors,
         nvidia_device_nodes=nodes,

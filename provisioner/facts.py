@@ -26,6 +26,17 @@ MIN_DRIVER = 550
 MIN_DRIVER_OLD_CC = 570  # compute capability 5.0 - 6.2
 
 
+def driver_major(version: str | None) -> int | None:
+    """The branch of a driver version: 550 for '550.90.07'; None when there is no version."""
+    m = re.match(r"(\d+)", version or "")
+    return int(m.group(1)) if m else None
+
+
+def cpu_flags_of(flags_line: str) -> list[str]:
+    """The flags of interest (CPU_FLAGS) in a /proc/cpuinfo 'flags : ...' line, in its order."""
+    return [f for f in flags_line.partition(":")[2].split() if f in CPU_FLAGS]
+
+
 def minimum_driver(compute_capability: tuple[int, int] | None) -> int:
     """The oldest driver branch Ollama's CUDA runners accept for a GPU of this compute capability."""
     if compute_capability and (5, 0) <= compute_capability <= (6, 2):

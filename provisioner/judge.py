@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from .facts import MIN_DRIVER_OLD_CC, driver_from_proc, minimum_driver
+from .facts import MIN_DRIVER_OLD_CC, driver_from_proc, driver_major, minimum_driver
 
 # Memory bandwidth in GB/s of common NVIDIA cards (vendor specifications). Matched
 # against nvidia-smi's name, most specific first.
@@ -138,13 +138,6 @@ def parse_nvidia_smi(stdout: str) -> list[GpuRow]:
             continue
         rows.append(GpuRow(parts[0], parts[1], total, used, parts[4], parts[5]))
     return rows
-
-
-def _major(version: str | None) -> int | None:
-    if not version:
-        return None
-    m = re.match(r"(\d+)", version)
-    return int(m.group(1)) if m else None
 
 
 def _compute_capability(log: list[str]) -> tuple[int, int] | None:
@@ -292,7 +285,7 @@ def _mismatch(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
 
 @rule("driver-too-old")
 def _old_driver(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
-    major = _major(ev.target_driver or ev.host_driver)
+    major = driver_major(ev.target_driver or ev.host_driver)
     if major is None:
         return None
     cc = _compute_capability(ev.log)

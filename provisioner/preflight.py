@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import PreflightError
-from .facts import HostFacts, minimum_driver
+from .facts import HostFacts, driver_major, minimum_driver
 from .settings import HostSettings
 
 NVIDIA_VENDOR_ID = "10de"
@@ -24,10 +24,6 @@ class HostPreflight:
     install_driver: bool = False
     # No NVIDIA GPU: the install is for CPU and the verification expects "100% CPU".
     cpu_only: bool = False
-
-
-def _driver_major(version: str) -> int:
-    return int(version.split(".")[0])
 
 
 def check_host_driver(settings: HostSettings, facts: HostFacts) -> HostPreflight:
@@ -48,7 +44,7 @@ def check_host_driver(settings: HostSettings, facts: HostFacts) -> HostPreflight
                     "(and nvidia_driver_allow_reboot: true to let it reboot)")
     if not driver:
         problem = f"{settings.host}: NVIDIA GPU {', '.join(gpus)} found but no NVIDIA driver is loaded"
-    elif _driver_major(driver) < minimum:
+    elif (driver_major(driver) or 0) < minimum:
         problem = f"{settings.host}: NVIDIA driver {driver} is older than Ollama's minimum {minimum}{why}"
     else:
         names = ", ".join(g.name for g in facts.gpus) or ", ".join(gpus)

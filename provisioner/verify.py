@@ -21,7 +21,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from .errors import InputError
-from .facts import CPU_FLAGS
+from .facts import cpu_flags_of
 
 SMI_QUERY = "--query-gpu=name,uuid,memory.total,memory.used,driver_version,pci.bus_id"
 PROMPT = "Explain in one paragraph why the sky is blue."
@@ -58,14 +58,10 @@ def local_gpu_evidence() -> dict[str, Any]:
     flags: list[str] = []
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    break
+            flags = cpu_flags_of(next((line for line in f if line.startswith("flags")), ""))
     except OSError:
         pass
-    return {"device_nodes": nodes, "nvidia_smi": smi, "proc_driver_version": proc_version,
-            "cpu_flags": [f for f in flags if f in CPU_FLAGS]}
+    return {"device_nodes": nodes, "nvidia_smi": smi, "proc_driver_version": proc_version, "cpu_flags": flags}
 
 
 def gather_http(url: str, model: str, *, timeout: float = 300.0) -> dict[str, Any]:
@@ -120,8 +116,7 @@ def evidence_from_role(doc: dict[str, Any], target: str) -> dict[str, Any]:
                         "missing": smi_rc == 127}
     ev["proc_driver_version"] = "\n".join(raw.get("driver", [])) or None
     ev["device_nodes"] = [n.model_dump() for n in parse_nodes(raw.get("nodes", []))]
-    flags = " ".join(raw.get("cpuinfo", [])).partition(":")[2].split()
-    ev["cpu_flags"] = [f for f in flags if f in CPU_FLAGS]
+    ev["cpu_flags"] = cpu_flags_of(" ".join(raw.get("cpuinfo", [])))
     env = dict(w.split("=", 1) for w in " ".join(raw.get("env", [])).split() if "=" in w)
     ev["cuda_visible_devices"] = env.get("CUDA_VISIBLE_DEVICES")
     ev["log"] = raw.get("log", [])
