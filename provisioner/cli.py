@@ -247,7 +247,9 @@ def plan(
         if vram is not None:
             gpus = {"--vram": vram}
         elif target is not None and inventory is not None:
-            gpus = _discovered_vram(target, inventory, facts, as_json)
+            from .flow import discovered_vram
+
+            gpus = discovered_vram(target, inventory, facts, echo=(lambda line: None) if as_json else typer.echo)
         else:
             raise InputError("give --vram GiB (the GPU's memory), e.g. provision plan --vram 24, or -t TARGET -i INVENTORY")
     except ProvisionError as exc:
@@ -270,24 +272,6 @@ def plan(
             color = {"gpu": typer.colors.GREEN, "split": typer.colors.YELLOW}.get(f.processor, typer.colors.RED)
             typer.echo(f"  {f.model:14} {f.quantization:7} {f.weights_bytes / GIB:7.1f}G {f.kv_bytes / GIB:8.1f}G "
                        f"{f.total_bytes / GIB:7.1f}G  " + typer.style(f.text, fg=color))
-
-
-def _discovered_vram(target: Target, inventory: Path, facts: Optional[Path], quiet: bool) -> dict[str, float]:
-    """GPU memory in GiB per host (the smallest card of each), from discovered facts; 0 without a GPU."""
-    from . import inventory as inv
-    from .discover import discover as run_discover
-    from .facts import load_facts
-
-    loaded = inv.load(inventory, target, None)
-    if facts is None:
-        facts = Path(".provision/facts")
-        run_discover(inventory, target, facts, echo=(lambda line: None) if quiet else typer.echo)
-    out = {}
-    for s in loaded.hosts:
-        found = load_facts(facts, s.host)
-        sizes = [g.memory_total_mib for g in found.gpus if g.memory_total_mib] if found.source == "discovered" else []
-        out[s.host] = round(min(sizes) / 1024, 1) if sizes else 0.0
-    return out
 
 
 @app.command()

@@ -48,25 +48,24 @@ def run_flow(*, target: Target, inventory: Path, limit: str | None, out: Path,
     loaded = inv.load(inventory, target, limit)
     echo(f"validated {len(loaded.hosts)} host(s) of target {target}: {', '.join(h.host for h in loaded.hosts)}")
     rendered = out / target.value
+    checked = []
+    if tspec.apply_ready:  # a target that cannot be applied yet is only rendered, offline
+        if facts is None:
+            echo("discover: reading each host's GPU, driver and device facts (read-only)")
+            facts = state_dir / "facts"
+            discover(inventory, target, facts, limit=limit, echo=echo, runs_dir=state_dir / "runs")
+        checked = preflight([(s, load_facts(facts, s.host, s.kvm_gpu_pci_addresses)) for s in loaded.hosts])
+        for p in checked:
+            for note in p.notes:
+                echo(f"preflight: {note}")
+    renders = render(loaded.hosts, rendered, facts)
+    for r in renders:
+        echo(f"rendered {len(r.files)} files for {r.host} in {r.directory}")
     if not tspec.apply_ready:
-        renders = render(loaded.hosts, rendered, facts)
-        for r in renders:
-            echo(f"rendered {len(r.files)} files for {r.host} in {r.directory}")
         raise NotBuiltYet(
             f"applying target {target} is not built in this version; the files are rendered in "
             f"{rendered} for review (nothing on any host was changed)"
         )
-    if facts is None:
-        echo("discover: reading each host's GPU, driver and device facts (read-only)")
-        facts = state_dir / "facts"
-        discover(inventory, target, facts, limit=limit, echo=echo, runs_dir=state_dir / "runs")
-    checked = preflight([(s, load_facts(facts, s.host, s.kvm_gpu_pci_addresses)) for s in loaded.hosts])
-    for p in checked:
-        for note in p.notes:
-            echo(f"preflight: {note}")
-    renders = render(loaded.hosts, rendered, facts)
-    for r in renders:
-        echo(f"rendered {len(r.files)} files for {r.host} in {r.directory}")
     driver_hosts = [p.host for p in checked if p.install_driver]
     run = run_playbook(tspec.playbook, inventory, limit=limit, check=check, diff=diff, echo=echo,
                        runs_dir=state_dir / "runs",
@@ -129,3 +128,23 @@ def run_uninstall(*, target: Target, inventory: Path, limit: str | None, out: Pa
         echo(f"{'would remove' if check else 'removed'} Ollama from {s.host}: {run.changed(s.host)} change(s); {kept}")
     return run
 
+
+
+def discovered_vram(target: Target, inventory: Path, facts: Path | None = None, *,
+                    state_dir: Path = Path(".provision"), echo: Echo = print) -> dict[str, float]:
+    """GPU memory in GiB per host (the smallest card of each) from discovered facts; 0 without a GPU.
+
+    ``facts`` is a directory of <host>.json; without it the hosts are discovered first (read-only).
+    """
+    from .discover import discover
+
+    loaded = inv.load(inventory, target, None)
+    if facts is None:
+        facts = state_dir / "facts"
+        discover(inventory, target, facts, echo=echo, runs_dir=state_dir / "runs")
+    out = {}
+    for s in loaded.hosts:
+        found = load_facts(facts, s.host)
+        sizes = [g.memory_total_mib for g in found.gpus if g.memory_total_mib] if found.source == "discovered" else []
+        out[s.host] = round(min(sizes) / 1024, 1) if sizes else 0.0
+    return out

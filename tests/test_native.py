@@ -9,6 +9,7 @@ import pytest
 import testinfra
 
 from provisioner.cli import app
+from tests.real_ollama import STATE
 from tests.native_host import VERSION_A, VERSION_B, sh, systemd_container, write_native_inventory, www_server
 
 pytestmark = [pytest.mark.infra, pytest.mark.slow]
@@ -155,8 +156,6 @@ def test_upgrade_keeps_models_and_settings_a_bad_version_rolls_back_and_uninstal
 
 
 def test_air_gapped_install_from_a_tar_zst_file_on_the_controller(host, www, tmp_path, provision):
-    from tests.real_ollama import STATE
-
     # The archive and a sha256sum.txt that does not match it, side by side on the controller.
     bad = tmp_path / "bad"
     bad.mkdir()
