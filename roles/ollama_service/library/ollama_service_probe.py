@@ -9,8 +9,8 @@ module: ollama_service_probe
 short_description: Read the state of an Ollama service install in one call (changes nothing)
 description:
   - Reports the sha256 of the unit and the drop-in, the installed versions and where the
-    symlinks point, whether the service is active and enabled, the service user, the owner
-    of the models directory, and what the server answers on /api/version, /api/tags and /api/ps.
+    symlinks point, whether the service is active and enabled, the service user, the GPU
+    groups that exist (render, video), the owner of the models directory, and what the server answers on /api/version, /api/tags and /api/ps.
   - The ollama_service role compares this with what it would install; when everything
     matches it skips the full converge, so a re-run on an up-to-date host is one round trip.
 options:
@@ -118,6 +118,7 @@ def main():
         "enabled": _systemctl("is-enabled"),
         "user_exists": user is not None,
         "user_groups": groups,
+        "gpu_groups": existing_gpu_groups,
         "gpu_groups_missing": [g for g in existing_gpu_groups if g not in groups],
         "home_owner": _owner(p["home"]),
         "models_dir_owner": _owner(p["models_dir"]),
