@@ -70,8 +70,11 @@ def run_flow(*, target: Target, inventory: Path, limit: str | None, out: Path,
     run = run_playbook(tspec.playbook, inventory, limit=limit, check=check, diff=diff, echo=echo,
                        runs_dir=state_dir / "runs",
                        extravars=_extravars(tspec, rendered, provision_driver_hosts=driver_hosts))
-    for host in (s.host for s in loaded.hosts):
-        echo(f"{'would change' if check else 'changed'} {run.changed(host)} thing(s) on {host}")
+    for s in loaded.hosts:
+        echo(f"{'would change' if check else 'changed'} {run.changed(s.host)} thing(s) on {s.host}")
+        if not check:  # the role's health check waited for exactly this answer
+            echo(f"{s.host}: Ollama {s.ollama_version} answers at {s.api_url} (on that host, "
+                 f"listening on {s.ollama_listen_address})")
     result = FlowResult(target, renders, run, [p.host for p in checked if p.cpu_only])
     if check:
         echo("verify: skipped in a dry run (nothing was installed)")

@@ -53,6 +53,7 @@ def test_install_verifies_100_percent_cpu_and_a_rerun_changes_nothing(host, www,
     first = provision("--target", "native", "-i", inv)
     assert first.exit_code == 0, first.output
     assert "no NVIDIA GPU found" in first.output
+    assert f"{host}: Ollama {VERSION_A} answers at http://127.0.0.1:11434" in first.output
     assert f"{host}: smollm2:latest: 100% CPU" in first.output
     assert "no NVIDIA GPU visible in the target" in first.output
 
