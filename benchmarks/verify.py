@@ -21,8 +21,9 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from provisioner.evidence import Evidence, local_gpu  # noqa: E402
 from provisioner.judge import judge  # noqa: E402
-from provisioner.verify import GENERATE_OPTIONS, PROMPT, local_gpu_evidence  # noqa: E402
+from provisioner.verify import GENERATE_OPTIONS, PROMPT  # noqa: E402
 from tests.real_ollama import running_ollama  # noqa: E402
 
 GOAL_S = 2.0
@@ -39,9 +40,9 @@ def main() -> None:
         times = []
         for _ in range(args.runs):
             t = time.perf_counter()
-            doc = {"host": "bench", "target": "native", "model": "smollm2", "generate": gen,
-                   "ps": requests.get(f"{url}/api/ps", timeout=10).json(), **local_gpu_evidence()}
-            out = json.dumps(judge(doc, expect="cpu").to_dict())
+            ev = Evidence(host="bench", target="url", model="smollm2", generate=gen,
+                          ps=requests.get(f"{url}/api/ps", timeout=10).json(), **local_gpu())
+            out = json.dumps(judge(ev, expect="cpu").to_dict())
             times.append(time.perf_counter() - t)
         assert '"verdict": "cpu"' in out
     med, worst = statistics.median(times), max(times)

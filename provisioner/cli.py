@@ -1,7 +1,10 @@
-"""The `provision` command line: parse options, call the library, print, exit.
+"""The `provision` command line: an adapter that parses options, calls the library, prints, exits.
 
-Library errors become one red line (more lines only when there are more problems)
-and an exit code; a user's mistake never shows a traceback.
+Options shared by several commands are declared once (``Annotated`` aliases below);
+choices come from the library's enums. A library error (``ProvisionError``) is caught
+in one place, ``_Group.invoke``: one red line (more only when there are more problems),
+the documented result on stdout for ``--json``, and the error's exit code. A user's
+mistake never shows a traceback. Progress goes to stderr; reports and JSON to stdout.
 """
 
 from __future__ import annotations
@@ -9,11 +12,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
-from .errors import ProvisionError
+from . import __version__
+from .errors import InputError, ProvisionError
 from .targets import Target
 
 HELP = """\
@@ -28,27 +33,67 @@ Examples:
   provision render --target lxc -i inventories/example   # every file, nothing changed
   provision --target native -i inventories/homelab        # the whole flow
   provision --target native -i inventories/homelab --check --diff   # dry run
+  provision --target native -i inventories/homelab --json  # one JSON document on stdout
   provision verify --target native -i inventories/homelab  # where do models run?
   provision uninstall --target native -i inventories/homelab   # models are kept
 """
 
+VERDICTS = ("gpu", "split", "cpu", "unknown")
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
+
+
+class _Group(TyperGroup):
+    """The one place where library errors become a red line, the --json result and an exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ProvisionError as exc:
+            result = getattr(exc, "result", None)
+            if ctx.meta.get("provision.json") and result is not None:
+                typer.echo(json.dumps(result.to_dict(), indent=2))
+            for i, line in enumerate(exc.lines()):
+                typer.secho(("error: " if i == 0 else "       ") + line, fg=typer.colors.RED, err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
 app = typer.Typer(
+    cls=_Group,
     help=HELP,
     no_args_is_help=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
 
 INVENTORY_HELP = "Ansible inventory: a hosts.yml file or a directory with hosts.yml, group_vars/, host_vars/."
-LIMIT_HELP = "Only these hosts or groups, as Ansible's --limit (e.g. gpu1 or 'gpu*')."
+
+TargetOpt = Annotated[Target, typer.Option("--target", "-t", help="Deployment target.")]
+MaybeTarget = Annotated[Optional[Target], typer.Option("--target", "-t", help="Deployment target: native, docker, lxc or kvm.")]
+InventoryOpt = Annotated[Path, typer.Option("--inventory", "-i", help=INVENTORY_HELP)]
+MaybeInventory = Annotated[Optional[Path], typer.Option("--inventory", "-i", help=INVENTORY_HELP)]
+LimitOpt = Annotated[Optional[str], typer.Option("--limit", "-l", help="Only these hosts or groups, as Ansible's --limit (e.g. gpu1 or 'gpu*').")]
+FactsOpt = Annotated[Optional[Path], typer.Option("--facts", help="Directory of discovered facts (<host>.json) to use instead of discovering.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Where the rendered files are kept: OUT/<target>/<host>/...")]
+CheckOpt = Annotated[bool, typer.Option("--check", help="Dry run: report what would change, change nothing.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (progress goes to stderr).")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Print every Ansible task, not only those that changed or failed.")]
+
+STATE = Path(".provision")
 
 
-def _fail(exc: ProvisionError) -> NoReturn:
-    for i, line in enumerate(exc.lines()):
-        typer.secho(("error: " if i == 0 else "       ") + line, fg=typer.colors.RED, err=True)
-    raise typer.Exit(exc.exit_code) from None
+def _json_mode(ctx: typer.Context, as_json: bool) -> None:
+    """Tell the error handler that this command's result is printed as JSON."""
+    ctx.meta["provision.json"] = as_json
+
+
+def _display(ctx: typer.Context, *, quiet: bool = False, diff: bool = False, verbose: bool = False):
+    """Progress on stderr: every task with -v (here or before the subcommand), else changes and failures."""
+    from .progress import Display, Quiet
+
+    verbose = verbose or bool(ctx.meta.get("provision.verbose"))
+    return Quiet() if quiet else Display(sys.stderr, verbose=verbose, diff=diff)
 
 
 def _echo_json(data: object) -> None:
@@ -91,12 +136,12 @@ def _print_renders(results: list, out: Path, as_json: bool) -> None:
 
 @app.command()
 def render(
-    target: Optional[Target] = typer.Option(None, "--target", "-t", help="Target to render; all targets with hosts if omitted."),
-    inventory: Path = typer.Option(..., "--inventory", "-i", help=INVENTORY_HELP),
-    limit: Optional[str] = typer.Option(None, "--limit", "-l", help=LIMIT_HELP),
-    out: Path = typer.Option(Path("rendered"), "--out", "-o", help="Directory to write into: OUT/<target>/<host>/..."),
-    facts: Optional[Path] = typer.Option(None, "--facts", help="Directory of discovered facts (<host>.json); documented assumptions otherwise."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of text."),
+    inventory: InventoryOpt,
+    target: Annotated[Optional[Target], typer.Option("--target", "-t", help="Target to render; all targets with hosts if omitted.")] = None,
+    limit: LimitOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write into: OUT/<target>/<host>/...")] = Path("rendered"),
+    facts: Annotated[Optional[Path], typer.Option("--facts", help="Directory of discovered facts (<host>.json); documented assumptions otherwise.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write every configuration file per host, changing nothing on any host.
 
@@ -108,16 +153,12 @@ def render(
     Example:
       provision render --target kvm -i inventories/example --out /tmp/r
     """
+    from . import inventory as inv
     from .render import render as render_hosts
 
-    try:
-        results = []
-        from . import inventory as inv
-
-        for loaded in inv.load_many(inventory, [target] if target else None, limit):
-            results.extend(render_hosts(loaded.hosts, out / loaded.target.value, facts))
-    except ProvisionError as exc:
-        _fail(exc)
+    results = []
+    for loaded in inv.load_many(inventory, [target] if target else None, limit):
+        results.extend(render_hosts(loaded.hosts, out / loaded.target.value, facts))
     _print_renders(results, out, as_json)
 
 
@@ -158,13 +199,15 @@ def _print_verdicts(verdicts: list, as_json: bool) -> None:
 
 @app.command()
 def verify(
-    url: Optional[str] = typer.Option(None, "--url", help="Check any reachable Ollama server over its HTTP API, e.g. http://127.0.0.1:11434."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to load and time (must be on the server)."),
-    target: Optional[Target] = typer.Option(None, "--target", "-t", help="Gather evidence on the hosts of this target (with -i)."),
-    inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help=INVENTORY_HELP),
-    limit: Optional[str] = typer.Option(None, "--limit", "-l", help=LIMIT_HELP),
-    expect: Optional[str] = typer.Option(None, "--expect", help="Verdict that counts as a pass besides gpu, e.g. cpu on a machine without a GPU."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document: verdict, models, tokens_per_second, causes."),
+    ctx: typer.Context,
+    url: Annotated[Optional[str], typer.Option("--url", help="Check any reachable Ollama server over its HTTP API, e.g. http://127.0.0.1:11434.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to load and time (must be on the server).")] = None,
+    target: Annotated[Optional[Target], typer.Option("--target", "-t", help="Gather evidence where the hosts of this target run Ollama (with -i).")] = None,
+    inventory: MaybeInventory = None,
+    limit: LimitOpt = None,
+    expect: Annotated[Optional[str], typer.Option("--expect", help=f"Verdict that counts as a pass besides gpu: {', '.join(VERDICTS)}; e.g. cpu on a machine without a GPU.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document: verdict, models, tokens_per_second, causes.")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Prove where a model runs: 100% GPU, split CPU/GPU or 100% CPU, with cause and fix.
 
@@ -181,45 +224,44 @@ def verify(
       provision verify --url http://gpu1:11434 -m qwen3:8b --json
       provision verify --url http://127.0.0.1:11434 -m smollm2 --expect cpu   # no GPU here
     """
-    from .errors import InputError
+    if expect is not None and expect not in VERDICTS:
+        raise InputError(f"--expect {expect!r} is not a verdict; use {', '.join(VERDICTS)}")
+    if url is None:
+        if target is None or inventory is None:
+            raise InputError("give --url URL --model M, or --target T -i INVENTORY")
+        from . import inventory as inv
+        from .flow import verify_target
+        from .runner import AnsibleRunner
+        from .workspace import Workspace
 
-    try:
-        if expect is not None and expect not in ("gpu", "split", "cpu", "unknown"):
-            raise InputError(f"--expect {expect!r} is not a verdict; use gpu, split, cpu or unknown")
-        if url is None:
-            if target is None or inventory is None:
-                raise InputError("give --url URL --model M, or --target T -i INVENTORY")
-            from . import inventory as inv
-            from .flow import verify_target
+        hosts = inv.load(inventory, target, limit).hosts
+        workspace = Workspace(STATE)
+        runner = AnsibleRunner(workspace, inventory, _display(ctx, quiet=as_json, verbose=verbose))
+        verdicts = verify_target(hosts, workspace, runner, limit=limit, model=model,
+                                 expect={s.host: expect for s in hosts if expect})
+        _print_verdicts(verdicts, as_json)
+        raise typer.Exit(max(v.exit_code for v in verdicts))
+    if not model:
+        raise InputError("--model is required with --url (a model that is on that server)")
+    from .judge import judge
+    from .verify import gather_http
 
-            loaded = inv.load(inventory, target, limit)
-            verdicts = verify_target(loaded.hosts, inventory, target, limit=limit, model=model,
-                                     expect={s.host: expect for s in loaded.hosts if expect},
-                                     echo=(lambda line: None) if as_json else typer.echo)
-            _print_verdicts(verdicts, as_json)
-            raise typer.Exit(max(v.exit_code for v in verdicts))
-        if not model:
-            raise InputError("--model is required with --url (a model that is on that server)")
-        from .judge import judge
-        from .verify import gather_http
-
-        verdict = judge(gather_http(url, model), expect=expect)
-    except ProvisionError as exc:
-        _fail(exc)
+    verdict = judge(gather_http(url, model), expect=expect)
     _print_verdicts([verdict], as_json)
     raise typer.Exit(verdict.exit_code)
 
 
 @app.command()
 def plan(
-    vram: Optional[float] = typer.Option(None, "--vram", help="GPU memory in GiB, e.g. 24 for an RTX 4090."),
-    context: int = typer.Option(4096, "--context", help="Context length (OLLAMA_CONTEXT_LENGTH)."),
-    parallel: int = typer.Option(1, "--parallel", help="Parallel requests (OLLAMA_NUM_PARALLEL)."),
-    kv_cache: str = typer.Option("f16", "--kv-cache", help="KV cache type: f16, q8_0 or q4_0."),
-    target: Optional[Target] = typer.Option(None, "--target", "-t", help="Plan for the GPUs of these hosts (with -i)."),
-    inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help=INVENTORY_HELP),
-    facts: Optional[Path] = typer.Option(None, "--facts", help="Discovered facts to read (<host>.json) instead of discovering."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    ctx: typer.Context,
+    vram: Annotated[Optional[float], typer.Option("--vram", help="GPU memory in GiB, e.g. 24 for an RTX 4090.")] = None,
+    context: Annotated[int, typer.Option("--context", help="Context length (OLLAMA_CONTEXT_LENGTH).")] = 4096,
+    parallel: Annotated[int, typer.Option("--parallel", help="Parallel requests (OLLAMA_NUM_PARALLEL).")] = 1,
+    kv_cache: Annotated[str, typer.Option("--kv-cache", help=f"KV cache type: {', '.join(KV_CACHE_TYPES)}.")] = "f16",
+    target: Annotated[Optional[Target], typer.Option("--target", "-t", help="Plan for the GPUs of these hosts (with -i).")] = None,
+    inventory: MaybeInventory = None,
+    facts: Annotated[Optional[Path], typer.Option("--facts", help="Discovered facts to read (<host>.json) instead of discovering.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Which model sizes, quantisations and contexts fit 100% on a GPU, before downloading any.
 
@@ -235,25 +277,24 @@ def plan(
     """
     from dataclasses import asdict
 
-    from .errors import InputError
     from .fit import GIB
     from .fit import plan as make_plan
 
-    try:
-        if context < 256 or parallel < 1 or (vram is not None and vram <= 0):
-            raise InputError("--vram must be > 0, --context >= 256 and --parallel >= 1")
-        if kv_cache not in ("f16", "q8_0", "q4_0"):
-            raise InputError(f"--kv-cache {kv_cache!r} is not allowed; use f16, q8_0 or q4_0")
-        if vram is not None:
-            gpus = {"--vram": vram}
-        elif target is not None and inventory is not None:
-            from .flow import discovered_vram
+    if context < 256 or parallel < 1 or (vram is not None and vram <= 0):
+        raise InputError("--vram must be > 0, --context >= 256 and --parallel >= 1")
+    if kv_cache not in KV_CACHE_TYPES:
+        raise InputError(f"--kv-cache {kv_cache!r} is not allowed; use {', '.join(KV_CACHE_TYPES)}")
+    if vram is not None:
+        gpus = {"--vram": vram}
+    elif target is not None and inventory is not None:
+        from .flow import discovered_vram
+        from .workspace import Workspace
 
-            gpus = discovered_vram(target, inventory, facts, echo=(lambda line: None) if as_json else typer.echo)
-        else:
-            raise InputError("give --vram GiB (the GPU's memory), e.g. provision plan --vram 24, or -t TARGET -i INVENTORY")
-    except ProvisionError as exc:
-        _fail(exc)
+        workspace = Workspace.beside(facts) if facts is not None else Workspace(STATE)
+        gpus = discovered_vram(target, inventory, workspace, facts_given=facts is not None,
+                               display=_display(ctx, quiet=as_json))
+    else:
+        raise InputError("give --vram GiB (the GPU's memory), e.g. provision plan --vram 24, or -t TARGET -i INVENTORY")
     plans = {where: make_plan(gib, context, parallel, kv_cache) if gib else [] for where, gib in gpus.items()}
     if as_json:
         docs = [{**({} if vram is not None else {"host": where}), "vram_gib": gpus[where], "context": context, "parallel": parallel,
@@ -276,11 +317,13 @@ def plan(
 
 @app.command()
 def discover(
-    target: Target = typer.Option(..., "--target", "-t", help="Discover the hosts of this target."),
-    inventory: Path = typer.Option(..., "--inventory", "-i", help=INVENTORY_HELP),
-    limit: Optional[str] = typer.Option(None, "--limit", "-l", help=LIMIT_HELP),
-    facts_dir: Path = typer.Option(Path(".provision/facts"), "--facts", help="Where <host>.json is written."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    ctx: typer.Context,
+    target: Annotated[Target, typer.Option("--target", "-t", help="Discover the hosts of this target.")],
+    inventory: InventoryOpt,
+    limit: LimitOpt = None,
+    facts_dir: Annotated[Path, typer.Option("--facts", help="Where <host>.json is written.")] = STATE / "facts",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Read each host's GPU, driver, device-major, cgroup and CPU facts (changes nothing).
 
@@ -292,13 +335,13 @@ def discover(
     """
     from . import inventory as inv
     from .discover import discover as run_discover
+    from .runner import AnsibleRunner
+    from .workspace import Workspace
 
-    try:
-        inv.load(inventory, target, limit)  # bad input stops here, before any connection
-        found = run_discover(inventory, target, facts_dir, limit=limit,
-                             echo=(lambda line: None) if as_json else typer.echo)
-    except ProvisionError as exc:
-        _fail(exc)
+    hosts = inv.load(inventory, target, limit).hosts  # bad input stops here, before any connection
+    workspace = Workspace.beside(facts_dir)
+    runner = AnsibleRunner(workspace, inventory, _display(ctx, quiet=as_json, verbose=verbose))
+    found = run_discover(workspace, runner, hosts, limit=limit)
     if as_json:
         _echo_json({host: f.model_dump(mode="json", exclude={"assumptions"}) for host, f in found.items()})
         return
@@ -312,26 +355,53 @@ def discover(
 @app.command("targets")
 def list_targets() -> None:
     """List the deployment targets, their inventory groups and playbooks."""
-    from .targets import TARGETS
+    from .targets import MODULES
 
-    for t in TARGETS.values():
+    for t in MODULES.values():
         state = "apply ready" if t.apply_ready else "render only"
-        typer.echo(f"{t.target.value:7} {'group ' + repr(t.group) + ',':16} playbooks/{t.playbook:11} {state:12} {t.description}")
+        typer.echo(f"{t.name:7} {'group ' + repr(t.group) + ',':16} playbooks/{t.playbook:11} {state:12} {t.description}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"provision {__version__}")
+        raise typer.Exit()
+
+
+# The options of the whole flow, and where each goes when given before a subcommand by mistake.
+_FLOW_OPTIONS = {"target": "-t/--target", "inventory": "-i/--inventory", "limit": "-l/--limit", "out": "-o/--out",
+                 "check": "--check", "diff": "--diff", "facts": "--facts", "as_json": "--json"}
 
 
 @app.callback(invoke_without_command=True)
 def main_flow(
     ctx: typer.Context,
-    target: Optional[Target] = typer.Option(None, "--target", "-t", help="Deployment target: native, docker, lxc or kvm."),
-    inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help=INVENTORY_HELP),
-    limit: Optional[str] = typer.Option(None, "--limit", "-l", help=LIMIT_HELP),
-    out: Path = typer.Option(Path(".provision/rendered"), "--out", "-o", help="Where the rendered files are kept."),
-    check: bool = typer.Option(False, "--check", help="Dry run: report what would change, change nothing."),
-    diff: bool = typer.Option(False, "--diff", help="Show the changes to each file."),
-    facts: Optional[Path] = typer.Option(None, "--facts", help="Use these discovered facts (<host>.json) instead of discovering."),
+    target: MaybeTarget = None,
+    inventory: MaybeInventory = None,
+    limit: LimitOpt = None,
+    out: OutOpt = STATE / "rendered",
+    check: CheckOpt = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Show the changes to each file.")] = False,
+    facts: FactsOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
-    """Run the whole flow for a target: validate, discover, preflight, render, apply, verify."""
+    """Run the whole flow for a target: validate, discover, preflight, render, apply, verify.
+
+    \b
+    With --json, stdout is one document: command, target, check, steps (in order),
+    exit_code, error, run_dirs and hosts[] (host, target, validated, preflight,
+    files, changes, place, answers_at, verdict, errors[] of host/task/message).
+    """
+    ctx.meta["provision.verbose"] = verbose
     if ctx.invoked_subcommand is not None:
+        given = [flag for name, flag in _FLOW_OPTIONS.items()
+                 if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"]
+        if given:
+            raise InputError(f"{', '.join(given)} before '{ctx.invoked_subcommand}' would be ignored: put "
+                             f"{'it' if len(given) == 1 else 'them'} after the subcommand, e.g. "
+                             f"provision {ctx.invoked_subcommand} -t native -i INVENTORY")
         return
     if target is None or inventory is None:
         typer.echo(ctx.get_help())
@@ -340,28 +410,32 @@ def main_flow(
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     from .flow import run_flow
+    from .workspace import Workspace
 
-    try:
-        result = run_flow(target=target, inventory=inventory, limit=limit, out=out, check=check, diff=diff,
-                          facts=facts, echo=typer.echo)
-    except ProvisionError as exc:
-        _fail(exc)
-    if result.verdicts:
+    _json_mode(ctx, as_json)
+    workspace = Workspace(STATE, out=out, facts_dir=facts)
+    result = run_flow(target=target, inventory=inventory, limit=limit, workspace=workspace, check=check, diff=diff,
+                      facts_given=facts is not None, display=_display(ctx, diff=diff, verbose=verbose))
+    if as_json:
+        _echo_json(result.to_dict())
+    elif result.verdicts:
         typer.secho("verification:", bold=True)
         _print_verdicts(result.verdicts, as_json=False)
-        raise typer.Exit(max(v.exit_code for v in result.verdicts))
+    raise typer.Exit(result.exit_code)
 
 
 @app.command()
 def uninstall(
-    target: Target = typer.Option(..., "--target", "-t", help="Remove Ollama from the hosts of this target."),
-    inventory: Path = typer.Option(..., "--inventory", "-i", help=INVENTORY_HELP),
-    limit: Optional[str] = typer.Option(None, "--limit", "-l", help=LIMIT_HELP),
-    purge: bool = typer.Option(False, "--purge", help="Also delete the models directory, the home and the ollama user."),
-    check: bool = typer.Option(False, "--check", help="Dry run: report what would be removed, remove nothing."),
-    out: Path = typer.Option(Path(".provision/rendered"), "--out", "-o", help="Where the rendered files are kept."),
+    ctx: typer.Context,
+    target: Annotated[Target, typer.Option("--target", "-t", help="Remove Ollama from the hosts of this target.")],
+    inventory: InventoryOpt,
+    limit: LimitOpt = None,
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete the models directory, the home and the ollama user.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Dry run: report what would be removed, remove nothing.")] = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Remove the Ollama service, its unit, drop-in and binaries; keep the models.
+    """Remove Ollama where each host runs it; keep the models.
 
     Without --purge the models directory and the ollama user stay, so a later
     `provision --target T` finds every model again.
@@ -372,12 +446,13 @@ def uninstall(
       provision uninstall --target native -i inventories/homelab --purge   # models too
     """
     from .flow import run_uninstall
+    from .workspace import Workspace
 
-    try:
-        run_uninstall(target=target, inventory=inventory, limit=limit, out=out, purge=purge, check=check,
-                      echo=typer.echo)
-    except ProvisionError as exc:
-        _fail(exc)
+    _json_mode(ctx, as_json)
+    result = run_uninstall(target=target, inventory=inventory, limit=limit, workspace=Workspace(STATE), purge=purge,
+                           check=check, display=_display(ctx, verbose=verbose))
+    if as_json:
+        _echo_json(result.to_dict())
 
 
 def main() -> None:

@@ -10,33 +10,17 @@ import json
 import re
 from pathlib import Path
 
-from .facts import DeviceNode, GpuFact, HostFacts, PciDevice, cpu_flags_of, driver_from_proc
-from .runner import Progress, run_playbook
-from .targets import Target, spec
+from typing import TYPE_CHECKING
+
+from .evidence import parse_nodes, sections
+from .facts import GpuFact, HostFacts, PciDevice, cpu_flags_of, driver_from_proc
+
+if TYPE_CHECKING:
+    from .runner import Runner
+    from .settings import HostSettings
+    from .workspace import Workspace
 
 NVIDIA_VENDOR = "0x10de"
-
-
-def sections(text: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    current = None
-    for line in text.splitlines():
-        if line.startswith("### "):
-            current = line[4:].strip()
-            out[current] = []
-        elif current is not None and line.strip():
-            out[current].append(line.rstrip())
-    return out
-
-
-def parse_nodes(lines: list[str]) -> list[DeviceNode]:
-    """Lines of `PATH $(stat -c '%t %T' PATH)`: stat prints hexadecimal, majors are decimal everywhere else."""
-    nodes = []
-    for line in lines:
-        parts = line.split()
-        if len(parts) == 3:
-            nodes.append(DeviceNode(path=parts[0], major=int(parts[1], 16), minor=int(parts[2], 16)))
-    return nodes
 
 
 def parse_raw(text: str) -> HostFacts:
@@ -103,14 +87,13 @@ def parse_raw(text: str) -> HostFacts:
     )
 
 
-def discover(inventory: Path, target: Target, facts_dir: Path, *, limit: str | None = None,
-             echo: Progress = print, runs_dir: Path | None = None) -> dict[str, HostFacts]:
-    """Run the discover playbook on the hosts of ``target`` and write ``facts_dir/<host>.json``."""
-    facts_dir = facts_dir.resolve()
+def discover(workspace: Workspace, runner: Runner, hosts: list[HostSettings], *,
+             limit: str | None = None) -> dict[str, HostFacts]:
+    """Run the discover playbook on ``hosts`` (one target's) and write the workspace's facts/<host>.json."""
+    facts_dir = workspace.facts.resolve()
     facts_dir.mkdir(parents=True, exist_ok=True)
-    run_playbook("discover.yml", inventory, limit=limit, echo=echo,
-                 extravars={"provision_group": spec(target).group, "gpu_facts_dir": str(facts_dir)},
-                 runs_dir=runs_dir or facts_dir.parent / "runs")
+    runner.run("discover.yml", limit=limit,
+               extravars={"provision_group": hosts[0].module.group, "gpu_facts_dir": str(facts_dir)})
     found = {}
     for raw in sorted(facts_dir.glob("*.raw")):
         facts = parse_raw(raw.read_text())

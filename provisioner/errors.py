@@ -50,9 +50,14 @@ class NotBuiltYet(ProvisionError):
 
 
 class ApplyError(ProvisionError):
-    """Ansible ran and failed; the message names the task, the host and the change state."""
+    """Ansible ran and failed; the message names the task, the host and the change state.
+
+    ``failures`` holds every failed task (host, task, message); ``run`` the run's result.
+    """
 
     exit_code = 4
+    failures: list = []
+    run = None
 
 
 class PreflightError(ProvisionError):

@@ -1,97 +1,189 @@
 """The whole flow of DESIGN.md for one target: validate -> discover -> preflight -> render -> apply -> verify.
 
-Usable from Python without the CLI; ``echo`` receives one progress line per step.
+Usable from Python without the CLI. Every step works on the same objects: the hosts'
+settings (the inventory parsed once), their facts (read once per host), one
+``Workspace`` and one ``Runner`` (the only way Ansible runs, replaced by a fake in the
+tests). The result is one ``FlowResult`` with a ``HostResult`` per host; when a step
+fails, the ``ProvisionError`` carries the result so far as ``error.result``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Mapping
 
 from . import inventory as inv
-from .errors import NotBuiltYet
-from .facts import load_facts
-from .render import HostRender, render
+from .errors import ApplyError, NotBuiltYet, ProvisionError
+from .evidence import Evidence, ServerTuning
+from .facts import HostFacts, load_facts
 from .judge import Verdict
-from .runner import RunResult, run_playbook
+from .progress import Display
+from .render import render, write_role_vars
+from .runner import AnsibleRunner, Runner
 from .settings import HostSettings
-from .targets import Target, TargetSpec, spec
+from .targets import Target
+from .verify import places
+from .workspace import Workspace
 
-Echo = Callable[[str], None]
+
+@dataclass
+class HostError:
+    host: str
+    task: str
+    message: str
+
+
+@dataclass
+class HostResult:
+    """What happened on one host: the parts of the documented --json output."""
+
+    host: str
+    target: str
+    validated: bool = True
+    preflight: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    changes: int | None = None
+    # Where Ollama runs for this host (TargetModule.place) and where it answered the health check.
+    place: str | None = None
+    answers_at: str | None = None
+    verdict: Verdict | None = None
+    errors: list[HostError] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = self.verdict.to_dict() if self.verdict else None
+        return data
 
 
 @dataclass
 class FlowResult:
+    command: str
     target: Target
-    renders: list[HostRender]
-    run: RunResult | None = None
-    cpu_only_hosts: list[str] = field(default_factory=list)
-    verdicts: list = field(default_factory=list)
+    check: bool = False
+    hosts: list[HostResult] = field(default_factory=list)
+    # The steps that ran, in order: validate, discover, preflight, render, apply, verify.
+    steps: list[str] = field(default_factory=list)
+    run_dirs: list[str] = field(default_factory=list)
+    error: str | None = None
+    exit_code: int = 0
+
+    def host(self, name: str) -> HostResult:
+        return next(h for h in self.hosts if h.host == name)
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        return [h.verdict for h in self.hosts if h.verdict is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command, "target": self.target.value, "check": self.check, "steps": self.steps,
+            "exit_code": self.exit_code, "error": self.error, "run_dirs": self.run_dirs,
+            "hosts": [h.to_dict() for h in self.hosts],
+        }
 
 
-def _extravars(tspec: TargetSpec, rendered: Path, **more: object) -> dict[str, object]:
-    return {"provision_group": tspec.group, "provision_rendered_dir": str(rendered.resolve()), **more}
+def _failed(result: FlowResult, exc: ProvisionError) -> ProvisionError:
+    """Record ``exc`` in the result (per host where the failure names one) and attach the result to it."""
+    result.error = exc.message
+    result.exit_code = exc.exit_code
+    if isinstance(exc, ApplyError):
+        for f in exc.failures:
+            if any(h.host == f.host for h in result.hosts):
+                result.host(f.host).errors.append(HostError(f.host, f.task, f.message))
+        if exc.run is not None:
+            result.run_dirs.append(str(exc.run.run_dir))
+    exc.result = result  # type: ignore[attr-defined]
+    return exc
 
 
-def run_flow(*, target: Target, inventory: Path, limit: str | None, out: Path,
-             check: bool = False, diff: bool = False, facts: Path | None = None,
-             state_dir: Path = Path(".provision"), echo: Echo = print) -> FlowResult:
-    """Validate, discover, preflight, render and apply ``target`` on the inventory's hosts.
+def read_facts(workspace: Workspace, hosts: list[HostSettings], discovered: bool) -> dict[str, HostFacts]:
+    """Each host's facts, read once: from the workspace's facts directory, or assumed when not ``discovered``."""
+    source = workspace.facts if discovered else None
+    return {s.host: load_facts(source, s.host, s.kvm_gpu_pci_addresses) for s in hosts}
 
-    ``facts`` skips discovery and uses that directory of <host>.json instead.
+
+def run_flow(*, target: Target, inventory: Path, limit: str | None = None, workspace: Workspace,
+             check: bool = False, diff: bool = False, facts_given: bool = False,
+             display: Display, runner: Runner | None = None) -> FlowResult:
+    """Validate, discover, preflight, render, apply and verify ``target`` on the inventory's hosts.
+
+    ``facts_given``: the workspace's facts directory was given (--facts): discovery is skipped.
     """
     from .discover import discover
     from .preflight import preflight
 
-    tspec = spec(target)
     loaded = inv.load(inventory, target, limit)
-    echo(f"validated {len(loaded.hosts)} host(s) of target {target}: {', '.join(h.host for h in loaded.hosts)}")
-    rendered = out / target.value
-    checked = []
-    if tspec.apply_ready:  # a target that cannot be applied yet is only rendered, offline
-        if facts is None:
-            echo("discover: reading each host's GPU, driver and device facts (read-only)")
-            facts = state_dir / "facts"
-            discover(inventory, target, facts, limit=limit, echo=echo, runs_dir=state_dir / "runs")
-        checked = preflight([(s, load_facts(facts, s.host, s.kvm_gpu_pci_addresses)) for s in loaded.hosts])
-        for p in checked:
-            for note in p.notes:
-                echo(f"preflight: {note}")
-    renders = render(loaded.hosts, rendered, facts)
-    for r in renders:
-        echo(f"rendered {len(r.files)} files for {r.host} in {r.directory}")
-    if not tspec.apply_ready:
-        raise NotBuiltYet(
-            f"applying target {target} is not built in this version; the files are rendered in "
-            f"{rendered} for review (nothing on any host was changed)"
-        )
-    driver_hosts = [p.host for p in checked if p.install_driver]
-    run = run_playbook(tspec.playbook, inventory, limit=limit, check=check, diff=diff, echo=echo,
-                       runs_dir=state_dir / "runs",
-                       extravars=_extravars(tspec, rendered, provision_driver_hosts=driver_hosts))
-    for s in loaded.hosts:
-        echo(f"{'would change' if check else 'changed'} {run.changed(s.host)} thing(s) on {s.host}")
-        if not check:  # the role's health check waited for exactly this answer
-            echo(f"{s.host}: Ollama {s.ollama_version} answers at {s.api_url} (on that host, "
-                 f"listening on {s.ollama_listen_address})")
-    result = FlowResult(target, renders, run, [p.host for p in checked if p.cpu_only])
-    if check:
-        echo("verify: skipped in a dry run (nothing was installed)")
+    hosts = loaded.hosts
+    module = hosts[0].module
+    result = FlowResult("provision", Target(target), check, [HostResult(s.host, s.target.value) for s in hosts],
+                        ["validate"])
+    display.line(f"validated {len(hosts)} host(s) of target {target}: {', '.join(h.host for h in hosts)}")
+    runner = runner or AnsibleRunner(workspace, inventory, display)
+    rendered = workspace.rendered(module.name)
+    try:
+        install_driver: dict[str, bool] = {}
+        cpu_only: set[str] = set()
+        if module.apply_ready:  # a target that cannot be applied yet is only rendered, offline
+            if not facts_given:
+                display.line("discover: reading each host's GPU, driver and device facts (read-only)")
+                discover(workspace, runner, hosts, limit=limit)
+                result.steps.append("discover")
+            facts = read_facts(workspace, hosts, discovered=True)
+            for p in preflight([(s, facts[s.host]) for s in hosts]):
+                result.host(p.host).preflight = list(p.notes)
+                install_driver[p.host] = p.install_driver
+                if p.cpu_only:
+                    cpu_only.add(p.host)
+                for note in p.notes:
+                    display.line(f"preflight: {note}")
+            result.steps.append("preflight")
+        else:
+            facts = read_facts(workspace, hosts, discovered=facts_given)
+        for r in render(hosts, rendered, facts=facts, install_driver=install_driver):
+            result.host(r.host).files = [str(f.path) for f in r.files]
+            display.line(f"rendered {len(r.files)} files for {r.host} in {r.directory}")
+        result.steps.append("render")
+        if not module.apply_ready:
+            raise NotBuiltYet(module.not_built("apply", str(rendered)))
+
+        run = runner.run(module.playbook, limit=limit, check=check, diff=diff, extravars={
+            "provision_group": module.group, "provision_rendered_dir": str(rendered.resolve()),
+            "provision_places": places(hosts), **module.extravars(hosts),
+        })
+        result.steps.append("apply")
+        result.run_dirs.append(str(run.run_dir))
+        for s in hosts:
+            host = result.host(s.host)
+            host.changes = run.changed(s.host)
+            host.place = module.place(s).description
+            display.line(f"{'would change' if check else 'changed'} {host.changes} thing(s) on {s.host}")
+            if not check:  # the role's health check waited for exactly this answer
+                host.answers_at = s.api_url
+                display.line(f"{s.host}: Ollama {s.ollama_version} answers at {s.api_url} (on {host.place}, "
+                             f"listening on {s.ollama_listen_address})")
+        if check:
+            display.line("verify: skipped in a dry run (nothing was installed)")
+            return result
+        verdicts = verify_target(hosts, workspace, runner, limit=limit, facts=facts,
+                                 expect={h: "cpu" for h in cpu_only})
+        result.steps.append("verify")
+        for v in verdicts:
+            result.host(v.host).verdict = v
+        result.exit_code = max(v.exit_code for v in verdicts)
         return result
-    expect = {h: "cpu" for h in result.cpu_only_hosts}
-    result.verdicts = verify_target(loaded.hosts, inventory, target, limit=limit, expect=expect,
-                                    facts=facts, state_dir=state_dir, echo=echo)
-    return result
+    except ProvisionError as exc:
+        raise _failed(result, exc) from None
 
 
-def verify_target(hosts: list[HostSettings], inventory: Path, target: Target, *, limit: str | None,
-                  model: str | None = None, expect: dict[str, str] | None = None, facts: Path | None = None,
-                  state_dir: Path = Path(".provision"), echo: Echo = print) -> list[Verdict]:
-    """Gather evidence on each host through Ansible and judge it: one verdict per host.
+def verify_target(hosts: list[HostSettings], workspace: Workspace, runner: Runner, *, limit: str | None,
+                  model: str | None = None, expect: Mapping[str, str] | None = None,
+                  facts: Mapping[str, HostFacts] | None = None) -> list[Verdict]:
+    """Gather evidence where each host's Ollama runs, through Ansible, and judge it: one verdict per host.
 
     The model is ``model`` or the host's first of ``ollama_models``; a host with neither gets an
     ``error`` verdict saying so. ``expect`` maps a host to a verdict that counts as a pass there.
+    ``facts`` (discovered) add the host's kernel driver version, which a container's may differ from.
     """
     from .judge import judge
     from .verify import gather_ansible
@@ -99,55 +191,72 @@ def verify_target(hosts: list[HostSettings], inventory: Path, target: Target, *,
     expect = expect or {}
     plan = {s.host: {"model": model or s.ollama_models[0].name, "api_url": s.api_url}
             for s in hosts if model or s.ollama_models}
-    evidence = gather_ansible(inventory, target.value, plan, limit=limit, runs_dir=state_dir / "runs", echo=echo) \
-        if plan else {}
+    evidence = gather_ansible(workspace, runner, hosts, plan, limit=limit) if plan else {}
     verdicts = []
     for s in hosts:
-        doc = evidence.get(s.host) or {"host": s.host, "target": target.value, "error": (
+        ev = evidence.get(s.host) or Evidence(host=s.host, target=s.target.value, error=(
             f"no model to verify on {s.host}: set ollama_models or pass --model" if s.host not in plan
-            else f"no evidence came back from {s.host}")}
-        doc["settings"] = {"context_length": s.ollama_context_length, "num_parallel": s.ollama_num_parallel,
-                           "kv_cache_type": s.ollama_kv_cache_type}
-        if facts is not None and (facts / f"{s.host}.json").exists():
-            doc["host_driver_version"] = load_facts(facts, s.host).nvidia_driver_version
-        verdicts.append(judge(doc, expect=expect.get(s.host)))
+            else f"no evidence came back from {s.host}"))
+        found = (facts or {}).get(s.host)
+        host_driver = found.nvidia_driver_version if found is not None and found.source == "discovered" else None
+        tuning = ServerTuning(context_length=s.ollama_context_length, num_parallel=s.ollama_num_parallel,
+                              kv_cache_type=s.ollama_kv_cache_type)
+        verdicts.append(judge(ev.for_host(tuning, host_driver), expect=expect.get(s.host)))
     return verdicts
 
 
-def run_uninstall(*, target: Target, inventory: Path, limit: str | None, out: Path, purge: bool = False,
-                  check: bool = False, state_dir: Path = Path(".provision"), echo: Echo = print) -> RunResult:
-    """Remove the service, unit and binaries from the target's hosts; models stay unless ``purge``."""
-    tspec = spec(target)
+def run_uninstall(*, target: Target, inventory: Path, limit: str | None = None, workspace: Workspace,
+                  purge: bool = False, check: bool = False, display: Display,
+                  runner: Runner | None = None) -> FlowResult:
+    """Remove Ollama where each host runs it (the target says what that means); models stay unless ``purge``.
+
+    Nothing is rendered: the roles get their variables from the settings alone.
+    """
     loaded = inv.load(inventory, target, limit)
-    if not tspec.apply_ready:
-        raise NotBuiltYet(f"uninstalling target {target} is not built in this version (nothing was changed)")
-    rendered = out / target.value
-    render(loaded.hosts, rendered, None)  # the playbook reads each host's paths (models dir) from the manifest
-    run = run_playbook(tspec.playbook, inventory, limit=limit, check=check, echo=echo, runs_dir=state_dir / "runs",
-                       extravars=_extravars(tspec, rendered, provision_state="absent", provision_purge=purge))
-    kept = "models, the ollama user and their data were removed too" if purge else \
-        "the models directory and the ollama user were kept (--purge removes them)"
-    for s in loaded.hosts:
-        echo(f"{'would remove' if check else 'removed'} Ollama from {s.host}: {run.changed(s.host)} change(s); {kept}")
-    return run
+    hosts = loaded.hosts
+    module = hosts[0].module
+    result = FlowResult("uninstall", Target(target), check, [HostResult(s.host, s.target.value) for s in hosts],
+                        ["validate"])
+    runner = runner or AnsibleRunner(workspace, inventory, display)
+    try:
+        if not module.apply_ready:
+            raise NotBuiltYet(module.not_built("uninstalling"))
+        role_vars = workspace.new_run_dir("uninstall-vars")
+        for s in hosts:
+            write_role_vars(s, role_vars / s.host, install_driver=False)
+        run = runner.run(module.playbook, limit=limit, check=check, extravars={
+            "provision_group": module.group, "provision_rendered_dir": str(role_vars),
+            "provision_places": places(hosts), **module.extravars(hosts), **module.uninstall_vars(purge),
+        })
+        result.steps.append("uninstall")
+        result.run_dirs.append(str(run.run_dir))
+        kept = module.uninstall_kept(purge)
+        for s in hosts:
+            host = result.host(s.host)
+            host.changes = run.changed(s.host)
+            host.place = module.place(s).description
+            display.line(f"{'would remove' if check else 'removed'} Ollama from {s.host}: {host.changes} change(s); "
+                         f"{kept}")
+        return result
+    except ProvisionError as exc:
+        raise _failed(result, exc) from None
 
 
-
-def discovered_vram(target: Target, inventory: Path, facts: Path | None = None, *,
-                    state_dir: Path = Path(".provision"), echo: Echo = print) -> dict[str, float]:
+def discovered_vram(target: Target, inventory: Path, workspace: Workspace, *, facts_given: bool,
+                    display: Display, runner: Runner | None = None) -> dict[str, float]:
     """GPU memory in GiB per host (the smallest card of each) from discovered facts; 0 without a GPU.
 
-    ``facts`` is a directory of <host>.json; without it the hosts are discovered first (read-only).
+    Without ``facts_given`` the hosts are discovered first (read-only).
     """
     from .discover import discover
 
-    loaded = inv.load(inventory, target, None)
-    if facts is None:
-        facts = state_dir / "facts"
-        discover(inventory, target, facts, echo=echo, runs_dir=state_dir / "runs")
+    hosts = inv.load(inventory, target, None).hosts
+    if not facts_given:
+        discover(workspace, runner or AnsibleRunner(workspace, inventory, display), hosts)
+    facts = read_facts(workspace, hosts, discovered=True)
     out = {}
-    for s in loaded.hosts:
-        found = load_facts(facts, s.host)
+    for s in hosts:
+        found = facts[s.host]
         sizes = [g.memory_total_mib for g in found.gpus if g.memory_total_mib] if found.source == "discovered" else []
         out[s.host] = round(min(sizes) / 1024, 1) if sizes else 0.0
     return out

@@ -17,7 +17,7 @@ import yaml
 
 from .errors import InventoryError, SettingsError
 from .settings import HostSettings, build_settings
-from .targets import Target, spec
+from .targets import Target, get
 
 _YAML_SUFFIXES = {".yml", ".yaml", ".json", ""}
 # Variables Ansible itself sets or owns; not ours to validate or template.
@@ -99,9 +99,9 @@ def load_many(source: str | Path, targets: list[Target] | None, limit: str | Non
     """
     opened = _open(source, limit)
     if targets is None:
-        targets = [t for t in Target if opened.hosts(spec(t).group)]
+        targets = [t for t in Target if opened.hosts(get(t).group)]
         if not targets:
-            raise InventoryError(f"inventory {source} has no host in any target group (native, docker, lxc, kvm)")
+            raise InventoryError(f"inventory {source} has no host in any target group ({', '.join(t.value for t in Target)})")
     return [_load_target(opened, t) for t in targets]
 
 
@@ -147,7 +147,7 @@ def _load_target(opened: _Opened, target: Target) -> LoadedInventory:
     from ansible.vars.manager import VariableManager
 
     source, limit, loader = opened.source, opened.limit, opened.loader
-    group = spec(target).group
+    group = get(target).group
     if group not in opened.inv.groups:
         raise InventoryError(
             f"inventory {source} has no group '{group}': the hosts of target {target} are the members "

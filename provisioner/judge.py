@@ -1,20 +1,28 @@
 """The GPU-offload judge: a pure function from evidence gathered on a target to a verdict.
 
-Evidence is one JSON document per host (what the verification role collects, or
-what `provision verify --url` reads over HTTP). The judge names, per model, what
+Evidence is one typed document per host (provisioner.evidence: what the verification
+role collects inside the target, or what `provision verify --url` reads over HTTP). The
+judge names, per model, what
 `ollama ps` would print in its PROCESSOR column (Ollama's own algorithm,
 cmd/cmd.go ListRunningHandler), the measured tokens/s against the bound that the
 GPU's memory bandwidth sets, and when the model is not 100% on the GPU, the most
-likely cause for that target with its fix.
+likely cause with its fix: the fix text comes from the target whose place was
+inspected (TargetModule.fixes), the generic one otherwise.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
 
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping
+
+from .evidence import Evidence, GpuRow, parse_nvidia_smi
 from .facts import MIN_DRIVER_OLD_CC, driver_from_proc, driver_major, minimum_driver
+
+# Readers of the evidence formats, importable from here as before.
+__all__ = ["Cause", "GpuRow", "ModelVerdict", "RULES", "Verdict", "driver_from_proc", "judge",
+           "parse_nvidia_smi", "processor"]
 
 # Memory bandwidth in GB/s of common NVIDIA cards (vendor specifications). Matched
 # against nvidia-smi's name, most specific first.
@@ -113,33 +121,6 @@ _SEVERITY = {"gpu": 0, "split": 1, "unknown": 2, "cpu": 3}
 # --- reading evidence ----------------------------------------------------------------------
 
 
-@dataclass
-class GpuRow:
-    name: str
-    uuid: str
-    memory_total_mib: int
-    memory_used_mib: int
-    driver_version: str
-    bus_id: str
-
-
-def parse_nvidia_smi(stdout: str) -> list[GpuRow]:
-    """Rows of `nvidia-smi --query-gpu=name,uuid,memory.total,memory.used,driver_version,pci.bus_id
-    --format=csv,noheader`, e.g. 'NVIDIA GeForce RTX 4090, GPU-…, 24564 MiB, 1 MiB, 550.90.07, 00000000:01:00.0'."""
-    rows = []
-    for line in stdout.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 6:
-            continue
-        try:
-            total = int(parts[2].split()[0])
-            used = int(parts[3].split()[0])
-        except (ValueError, IndexError):
-            continue
-        rows.append(GpuRow(parts[0], parts[1], total, used, parts[4], parts[5]))
-    return rows
-
-
 def _compute_capability(log: list[str]) -> tuple[int, int] | None:
     for line in log:
         if "inference compute" in line:
@@ -147,44 +128,6 @@ def _compute_capability(log: list[str]) -> tuple[int, int] | None:
             if m:
                 return int(m.group(1)), int(m.group(2))
     return None
-
-
-class Evidence:
-    """Typed access to one host's evidence document, tolerant of what older servers lack."""
-
-    def __init__(self, doc: dict[str, Any]) -> None:
-        self.doc = doc
-        self.host = str(doc.get("host", "?"))
-        self.target = str(doc.get("target", "native"))
-        self.log: list[str] = [str(x) for x in doc.get("log") or []]
-        smi = doc.get("nvidia_smi")
-        self.smi_found = bool(smi) and smi.get("rc") != 127 and not smi.get("missing", False)
-        self.smi_ok = self.smi_found and smi.get("rc") == 0
-        self.smi_text = "" if not smi else f"{smi.get('stdout', '')}\n{smi.get('stderr', '')}"
-        self.gpus = parse_nvidia_smi(smi.get("stdout", "")) if self.smi_ok else []
-        # None: the target's devices were not seen (a remote server checked over HTTP only).
-        self.nodes_known = doc.get("device_nodes") is not None
-        self.nodes = [n for n in doc.get("device_nodes") or [] if isinstance(n, dict)]
-        self.cpu_flags = {str(f).lower() for f in doc.get("cpu_flags") or []}
-        self.cuda_visible = doc.get("cuda_visible_devices")
-        self.target_driver = (self.gpus[0].driver_version if self.gpus else None) or driver_from_proc(doc.get("proc_driver_version"))
-        self.host_driver = doc.get("host_driver_version")
-        self.settings = doc.get("settings") or {}
-
-    def node(self, name: str) -> dict[str, Any] | None:
-        return next((n for n in self.nodes if n.get("path") == f"/dev/{name}"), None)
-
-    @property
-    def has_gpu_node(self) -> bool:
-        return any(re.fullmatch(r"/dev/nvidia\d+", str(n.get("path"))) for n in self.nodes)
-
-    def log_match(self, pattern: str) -> re.Match[str] | None:
-        rx = re.compile(pattern)
-        for line in self.log:
-            m = rx.search(line)
-            if m:
-                return m
-        return None
 
 
 # --- the cause catalogue: evidence pattern -> cause -> fix ----------------------------------
@@ -201,17 +144,9 @@ def rule(name: str) -> Callable[[Rule], Rule]:
     return register
 
 
-_NODES_FIX = {
-    "native": "load the NVIDIA driver on the host (set nvidia_driver_install: true, or install it and reboot), then check `ls -l /dev/nvidia*`",
-    "docker": "configure the NVIDIA runtime (`nvidia-ctk runtime configure --runtime=docker` and restart docker) and request the GPU in the compose file (deploy.resources.reservations.devices, driver: nvidia); `provision --target docker` does both",
-    "lxc": "pass the nodes in: devN entries (Proxmox VE >= 8.1) or lxc.mount.entry plus lxc.cgroup2.devices.allow lines, then restart the container; `provision --target lxc` renders them",
-    "kvm": "check that the GPU is in the domain (<hostdev> in `virsh dumpxml`), bound to vfio-pci on the host (`lspci -nnk`), and that the NVIDIA driver is installed and loaded in the guest",
-}
-
-
 @rule("cuda-visible-devices")
 def _cuda_hidden(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
-    if str(ev.cuda_visible).strip() == "-1":
+    if str(ev.cuda_visible_devices).strip() == "-1":
         return Cause("cuda-visible-devices", "CUDA_VISIBLE_DEVICES=-1 hides every GPU from Ollama",
                      "remove ollama_cuda_visible_devices from the inventory, or set it to GPU indexes or UUIDs (`nvidia-smi -L`)")
     return None
@@ -222,16 +157,16 @@ def _no_nodes(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
     if not ev.nodes_known or ev.has_gpu_node:
         return None
     return Cause("no-device-node", "no NVIDIA GPU visible in the target (no /dev/nvidia0 device node)",
-                 _NODES_FIX.get(ev.target, _NODES_FIX["native"]))
+                 "load the NVIDIA driver on the host (set nvidia_driver_install: true, or install it and reboot), "
+                 "then check `ls -l /dev/nvidia*`")
 
 
 @rule("docker-no-gpu-request")
 def _docker(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
-    docker = ev.doc.get("docker")
-    if ev.target != "docker" or not docker:
+    if not ev.docker:  # read only where the place is a container (docker inspect)
         return None
-    requests = docker.get("device_requests") or []
-    runtimes = docker.get("runtimes") or []
+    requests = ev.docker.get("device_requests") or []
+    runtimes = ev.docker.get("runtimes") or []
     if not any((r.get("Driver") == "nvidia" or ["gpu"] in (r.get("Capabilities") or [])) for r in requests):
         return Cause("docker-no-gpu-request", "the container was started without a GPU request",
                      "add deploy.resources.reservations.devices (driver: nvidia, capabilities: [gpu]) or run with --gpus all")
@@ -245,47 +180,38 @@ def _docker(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
 def _uvm(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
     if not ev.has_gpu_node or ev.node("nvidia-uvm") is not None:
         return None
-    fix = {
-        "lxc": "load nvidia-uvm on the host at boot (`nvidia-modprobe -u -c=0`, or nvidia-uvm in /etc/modules-load.d) and pass "
-               "/dev/nvidia-uvm and /dev/nvidia-uvm-tools in with a cgroup rule for their major (`grep nvidia-uvm /proc/devices`)",
-    }.get(ev.target, "load the module with `nvidia-modprobe -u -c=0` (or `modprobe nvidia-uvm`) and make it load at boot")
-    return Cause("nvidia-uvm-missing", "/dev/nvidia-uvm is missing: CUDA cannot allocate GPU memory", fix)
+    return Cause("nvidia-uvm-missing", "/dev/nvidia-uvm is missing: CUDA cannot allocate GPU memory",
+                 "load the module with `nvidia-modprobe -u -c=0` (or `modprobe nvidia-uvm`) and make it load at boot")
 
 
 @rule("nvidia-smi-missing")
 def _no_smi(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
     if not ev.has_gpu_node or ev.smi_found:
         return None
-    host = ev.host_driver or "the host's"
-    fix = {
-        "lxc": f"install the NVIDIA user-space driver of exactly the host's version ({host}) in the container, "
-               "without the kernel module (`NVIDIA-Linux-x86_64-<version>.run --no-kernel-module`)",
-        "docker": "the NVIDIA runtime injects nvidia-smi: configure it (`nvidia-ctk runtime configure --runtime=docker`)",
-    }.get(ev.target, "install the NVIDIA driver's user-space tools (nvidia-smi) matching the kernel module")
-    return Cause("nvidia-smi-missing", "nvidia-smi is missing in the target: the NVIDIA user-space driver is not installed", fix)
+    return Cause("nvidia-smi-missing", "nvidia-smi is missing in the target: the NVIDIA user-space driver is not installed",
+                 "install the NVIDIA driver's user-space tools (nvidia-smi) matching the kernel module")
 
 
 @rule("driver-mismatch")
 def _mismatch(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
-    text = ev.smi_text
-    nvml = "Driver/library version mismatch" in text or ev.log_match(r"version mismatch between driver and cuda driver library")
-    differ = ev.host_driver and ev.target_driver and ev.host_driver != ev.target_driver
+    nvml = "Driver/library version mismatch" in ev.smi_text or \
+        ev.log_match(r"version mismatch between driver and cuda driver library")
+    host, target = ev.host_driver_version, ev.target_driver
+    differ = host and target and host != target
     if not (nvml or differ):
         return None
     if differ:
-        cause = f"user-space driver {ev.target_driver} in the target differs from the host's kernel driver {ev.host_driver}"
+        cause = f"user-space driver {target} in the target differs from the host's kernel driver {host}"
     else:
         cause = 'NVML fails with "Driver/library version mismatch": the loaded kernel module and the libraries differ'
-    fix = {
-        "lxc": f"install the user-space driver of exactly {ev.host_driver or 'the host version'} in the container",
-        "kvm": "reboot the guest after its driver upgrade, or reinstall one driver version",
-    }.get(ev.target, "reboot after a driver upgrade so the loaded kernel module matches the installed libraries")
-    return Cause("driver-mismatch", cause, fix)
+    return Cause("driver-mismatch", cause,
+                 "reboot after a driver upgrade so the loaded kernel module matches the installed libraries")
 
 
 @rule("driver-too-old")
 def _old_driver(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
-    major = driver_major(ev.target_driver or ev.host_driver)
+    version = ev.target_driver or ev.host_driver_version
+    major = driver_major(version)
     if major is None:
         return None
     cc = _compute_capability(ev.log)
@@ -293,14 +219,18 @@ def _old_driver(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
     if major >= minimum:
         return None
     why = f" for compute capability {cc[0]}.{cc[1]}" if minimum == MIN_DRIVER_OLD_CC and cc else ""
-    return Cause("driver-too-old", f"NVIDIA driver {ev.target_driver or ev.host_driver} is older than Ollama's minimum {minimum}{why}",
+    return Cause("driver-too-old", f"NVIDIA driver {version} is older than Ollama's minimum {minimum}{why}",
                  f"upgrade the host driver to {minimum} or newer (nvidia_driver_install: true) and reboot")
 
 
 @rule("vm-cpu-without-avx")
 def _avx(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
+    from .targets import named
+
     logged = ev.log_match(r"CPU does not have (AVX|minimum vector extensions)")
-    if not logged and not (ev.target == "kvm" and ev.cpu_flags and "avx" not in ev.cpu_flags):
+    module = named(ev.target)
+    virtual = module is not None and module.virtual_cpu
+    if not logged and not (virtual and ev.flags and "avx" not in ev.flags):
         return None
     return Cause("vm-cpu-without-avx", "the VM's CPU lacks AVX: its CPU mode is not host-passthrough",
                  "set <cpu mode='host-passthrough'/> in the domain (`virsh edit`), or CPU type 'host' on Proxmox, and restart the VM")
@@ -332,16 +262,17 @@ def _cuda_error(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
 
 @rule("vram-too-small")
 def _vram(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
-    if not ev.gpus:
+    gpus = ev.gpus
+    if not gpus:
         return None
-    free_mib = sum(g.memory_total_mib for g in ev.gpus)
+    free_mib = sum(g.memory_total_mib for g in gpus)
     worst = next((m for m in models if m.processor in ("split", "cpu") and m.size > 0), None)
     if worst is None or (worst.processor == "cpu" and worst.size < free_mib * 2**20):
         return None
     need = worst.size / 2**30
     have = free_mib / 1024
-    ctx = worst.context_length or ev.settings.get("context_length")
-    par = ev.settings.get("num_parallel")
+    ctx = worst.context_length or ev.settings.context_length
+    par = ev.settings.num_parallel
     detail = f" (weights + KV cache for context {ctx}" + (f" x {par} parallel" if par else "") + ")" if ctx else ""
     return Cause("vram-too-small", f"{worst.name} needs {need:.1f} GiB{detail} but the GPU has {have:.1f} GiB",
                  "pick a smaller quantisation or model, lower ollama_context_length or ollama_num_parallel, "
@@ -378,10 +309,10 @@ def _prediction(ev: Evidence, ps_model: dict[str, Any]) -> str | None:
     arch = find_by_details(details.get("family"), details.get("parameter_size"))
     if arch is None or not ev.gpus:
         return None
-    context = ps_model.get("context_length") or ev.settings.get("context_length") or 4096
+    context = ps_model.get("context_length") or ev.settings.context_length or 4096
     try:
         fit = predict(arch, str(details.get("quantization_level") or "Q4_K_M"), int(context),
-                      int(ev.settings.get("num_parallel") or 1), str(ev.settings.get("kv_cache_type") or "f16"),
+                      int(ev.settings.num_parallel or 1), str(ev.settings.kv_cache_type or "f16"),
                       sum(g.memory_total_mib for g in ev.gpus) * 2**20)
     except ValueError:
         return None
@@ -393,15 +324,25 @@ def with_default_tag(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
-def judge(doc: dict[str, Any], expect: str | None = None) -> Verdict:
-    """A verdict from one evidence document; never raises on odd evidence."""
-    ev = Evidence(doc)
+def judge(evidence: Evidence | dict[str, Any], expect: str | None = None,
+          fixes: Mapping[str, str] | None = None) -> Verdict:
+    """A verdict from one host's evidence; never raises on odd evidence.
+
+    ``fixes`` are the fix texts of the target whose place was inspected (TargetModule.fixes,
+    which may use {host_driver}); by default those of the evidence's own target.
+    """
+    from .targets import named
+
+    ev = evidence if isinstance(evidence, Evidence) else Evidence.model_validate(evidence)
+    if fixes is None:
+        module = named(ev.target)
+        fixes = module.fixes if module is not None else {}
     verdict = Verdict(host=ev.host, target=ev.target, verdict="error", expected=expect)
-    if doc.get("error"):
-        verdict.reason = str(doc["error"])
+    if ev.error:
+        verdict.reason = ev.error
         return verdict
-    model = doc.get("model")
-    ps_models = (doc.get("ps") or {}).get("models") or []
+    model = ev.model
+    ps_models = (ev.ps or {}).get("models") or []
     if model:
         wanted = {model, with_default_tag(model)}
         ps_models = [m for m in ps_models if m.get("name") in wanted or m.get("model") in wanted]
@@ -419,19 +360,23 @@ def judge(doc: dict[str, Any], expect: str | None = None) -> Verdict:
         ))
     verdict.verdict = max((m.processor for m in verdict.models), key=_SEVERITY.__getitem__)
 
-    verdict.tokens_per_second = tokens_per_second(doc.get("generate"))
-    if ev.gpus:
-        verdict.gpu = ev.gpus[0].name
-        bw = bandwidth_gbps(ev.gpus[0].name)
+    verdict.tokens_per_second = tokens_per_second(ev.generate)
+    gpus = ev.gpus
+    if gpus:
+        verdict.gpu = gpus[0].name
+        bw = bandwidth_gbps(gpus[0].name)
         in_vram = sum(m.size_vram for m in verdict.models)
         if bw and in_vram and verdict.tokens_per_second:
             verdict.bound_tokens_per_second = bw * 1e9 / in_vram
             verdict.efficiency_percent = 100 * verdict.tokens_per_second / verdict.bound_tokens_per_second
 
     if verdict.verdict != "gpu":
+        host_driver = ev.host_driver_version or "the host's driver version"
         for _, fn in RULES:
             cause = fn(ev, verdict.models)
             if cause is not None:
+                if cause.rule in fixes:
+                    cause.fix = fixes[cause.rule].format(host_driver=host_driver)
                 verdict.causes.append(cause)
         if not verdict.causes and not ev.nodes_known:
             verdict.causes.append(Cause(

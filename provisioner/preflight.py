@@ -7,10 +7,13 @@ A refusal names the host, what was found and the fix; nothing on any host is cha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import PreflightError
 from .facts import HostFacts, driver_major, minimum_driver
-from .settings import HostSettings
+
+if TYPE_CHECKING:
+    from .settings import HostSettings
 
 NVIDIA_VENDOR_ID = "10de"
 
@@ -58,9 +61,14 @@ def check_host_driver(settings: HostSettings, facts: HostFacts) -> HostPreflight
     return result
 
 
+def check(hosts: list[tuple[HostSettings, HostFacts]]) -> list[HostPreflight]:
+    """Each host's target checks it from its facts (TargetModule.preflight); nothing is raised."""
+    return [s.module.preflight(s, f) for s, f in hosts]
+
+
 def preflight(hosts: list[tuple[HostSettings, HostFacts]]) -> list[HostPreflight]:
     """Check every host; raise PreflightError listing every refused host (one line each)."""
-    results = [check_host_driver(s, f) for s, f in hosts]
+    results = check(hosts)
     problems = [p for r in results for p in r.problems]
     if problems:
         raise PreflightError(problems[0], details=[*problems[1:], "nothing on any host was changed"])

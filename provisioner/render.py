@@ -5,28 +5,29 @@ Layout of the output, for each host::
     OUT/<host>/host/...     files for the machine in the inventory, at the path they land on
     OUT/<host>/guest/...    files inside the container or VM the host carries
     OUT/<host>/manifest.json  what each file is, where it goes and how it is applied
+    OUT/<host>/host-vars.json     role variables of the play on the host (by the roles' own names)
+    OUT/<host>/service-vars.json  role variables of the shared service play where Ollama runs
 
-Rendering is pure: it reads settings and facts and writes only under OUT.
+What differs between targets (files, context, checks, notes) comes from the target's
+module (provisioner/targets/). Rendering is pure: it reads settings and facts and writes
+only under OUT.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from . import __version__
+from . import __version__, resources
 from .errors import RenderError
-from .facts import NVIDIA_MAJOR, HostFacts, load_facts
+from .facts import HostFacts, load_facts
 from .settings import HostSettings
-from .targets import TEMPLATES_DIR, FileSpec, Target, spec
+from .targets import FileSpec, Target
 
 MANAGED = (
     "Managed by ollama-provisioner (`provision render`). Local changes are overwritten\n"
@@ -86,7 +87,7 @@ def _environment():  # jinja2 is imported on first render, not at CLI start-up
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        loader=jinja2.FileSystemLoader(str(resources.templates_dir())),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -100,69 +101,11 @@ def _environment():  # jinja2 is imported on first render, not at CLI start-up
     return env
 
 
-# --- values derived from settings and facts ------------------------------------------
+# --- the renderer -------------------------------------------------------------------------
 
 
-def passthrough_style(settings: HostSettings, facts: HostFacts) -> str:
-    """devN entries on Proxmox VE >= 8.1, raw lxc.* lines otherwise."""
-    if settings.lxc_passthrough != "auto":
-        return settings.lxc_passthrough
-    if settings.lxc_backend != "proxmox":
-        return "raw"
-    version = facts.proxmox_version or "0"
-    parts = [int(p) for p in re.findall(r"\d+", version)[:2]] + [0, 0]
-    return "devN" if tuple(parts[:2]) >= (8, 1) else "raw"
-
-
-def gpu_majors(facts: HostFacts) -> list[int]:
-    """The character-device majors of every NVIDIA node, 195 first, from the host's facts."""
-    majors = {NVIDIA_MAJOR}
-    majors.update(n.major for n in facts.nvidia_device_nodes)
-    for name in ("nvidia-uvm", "nvidia-caps"):
-        if name in facts.device_majors:
-            majors.add(facts.device_majors[name])
-    return sorted(majors, key=lambda m: (m != NVIDIA_MAJOR, m))
-
-
-def gpu_mounts(facts: HostFacts) -> list[tuple[str, str]]:
-    """(host path, kind) for bind mounts: every top-level node, and /dev/nvidia-caps as a directory."""
-    mounts: list[tuple[str, str]] = []
-    caps = False
-    for node in facts.nvidia_device_nodes:
-        if node.path.startswith("/dev/nvidia-caps/"):
-            caps = True
-        else:
-            mounts.append((node.path, "file"))
-    if caps:
-        mounts.append(("/dev/nvidia-caps", "dir"))
-    return mounts
-
-
-def hostdevs(settings: HostSettings, facts: HostFacts) -> list[dict[str, str]]:
-    out = []
-    for addr in settings.kvm_gpu_pci_addresses:
-        domain, bus, rest = addr.split(":")
-        slot, function = rest.split(".")
-        out.append({
-            "address": addr,
-            "domain": f"0x{domain}",
-            "bus": f"0x{bus}",
-            "slot": f"0x{slot}",
-            "function": f"0x{function}",
-            "ids": facts.pci_ids(addr) or "",
-        })
-    return out
-
-
-def iommu_vendor(settings: HostSettings, facts: HostFacts) -> str:
-    if settings.kvm_iommu != "auto":
-        return settings.kvm_iommu
-    return "amd" if facts.cpu_vendor == "amd" else "intel"
-
-
-def context(settings: HostSettings, facts: HostFacts) -> dict[str, Any]:
-    style = passthrough_style(settings, facts) if settings.target is Target.lxc else None
-    devs = hostdevs(settings, facts)
+def base_context(settings: HostSettings, facts: HostFacts) -> dict[str, Any]:
+    """Template values every target has; the target's module adds its own (TargetModule.context)."""
     return {
         "s": settings,
         "f": facts,
@@ -171,84 +114,14 @@ def context(settings: HostSettings, facts: HostFacts) -> dict[str, Any]:
         "managed": MANAGED,
         "provisioner_version": __version__,
         "env": settings.ollama_environment,
-        "passthrough_style": style,
-        "gpu_majors": gpu_majors(facts),
-        "gpu_mounts": gpu_mounts(facts),
-        "gpu_nodes": facts.nvidia_device_nodes,
-        "video_gid": facts.group_gids.get("video", 44),
-        "hostdevs": devs,
-        "vfio_ids": sorted({d["ids"] for d in devs if d["ids"]}),
-        "has_audio_function": any(not d["address"].endswith(".0") for d in devs),
-        "iommu": iommu_vendor(settings, facts),
         "read_write_paths": sorted({"/usr/share/ollama", settings.ollama_models_dir}),
         "models_in_home": settings.ollama_models_dir.startswith(("/home/", "/root/", "/run/user/")),
     }
 
 
-def conditions(settings: HostSettings, ctx: dict[str, Any]) -> dict[str, bool]:
-    return {
-        "is_plain_lxc": settings.is_plain_lxc,
-        "is_proxmox": settings.is_proxmox,
-        "proxmox_raw": settings.is_proxmox and ctx["passthrough_style"] == "raw",
-    }
-
-
-# --- safety checks on rendered output ---------------------------------------------------
-
-_ROOTFS_RE = re.compile(r"^\s*lxc\.rootfs\.path\s*=\s*(?:dir:)?(\S+)\s*$", re.MULTILINE)
-
-
-def check_lxc_config(text: str, source: str = "LXC config") -> None:
-    """Refuse an LXC config without a container root: LXC would boot the host's own /."""
-    m = _ROOTFS_RE.search(text)
-    if not m or m.group(1) in ("/", ""):
-        raise RenderError(
-            f"{source} has no lxc.rootfs.path of its own; LXC would boot the host's / as the "
-            "container. Refusing to write it."
-        )
-
-
-# --- systemd-analyze security -----------------------------------------------------------
-
-
-@lru_cache(maxsize=32)
-def _exposure(unit: str, dropin: str) -> str | None:
-    """``systemd-analyze security --offline`` of the unit plus drop-in, e.g. '2.9 OK'."""
-    tool = shutil.which("systemd-analyze")
-    if tool is None:
-        return None
-    with tempfile.TemporaryDirectory() as root:
-        unit_dir = Path(root, "etc/systemd/system")
-        (unit_dir / "ollama.service.d").mkdir(parents=True)
-        (unit_dir / "ollama.service").write_text(unit)
-        (unit_dir / "ollama.service.d/override.conf").write_text(dropin)
-        proc = subprocess.run(
-            [tool, "security", "--offline=yes", f"--root={root}", "--no-pager", "ollama.service"],
-            capture_output=True, text=True, check=False,
-        )
-    m = re.search(r"Overall exposure level for ollama\.service:\s*([\d.]+)\s+(\w+)", proc.stdout)
-    return f"{m.group(1)} {m.group(2)}" if m else None
-
-
-def _without_comments(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("#", ";"))) + "\n"
-
-
-def security_exposure(unit: str, dropin: str) -> str | None:
-    """Computed once per distinct unit + drop-in: comments (which name the host) never change it."""
-    return _exposure(_without_comments(unit), _without_comments(dropin))
-
-
-# --- the renderer -------------------------------------------------------------------------
-
-
 def used_assumptions(settings: HostSettings, facts: HostFacts) -> list[str]:
     """The assumptions this host's files actually rest on."""
-    used = set(spec(settings.target).facts_used)
-    if settings.is_plain_lxc:
-        used -= {"proxmox", "gids"}
-    elif settings.is_proxmox:
-        used -= {"cgroup"} if passthrough_style(settings, facts) == "devN" else set()
+    used = settings.module.fact_topics(settings, facts)
     return [text for topic, text in facts.assumptions if topic in used]
 
 
@@ -262,21 +135,39 @@ def _render_one(fs: FileSpec, ctx: dict[str, Any]) -> str:
         raise RenderError(f"template {fs.template}{f':{where}' if where else ''}: {exc}") from None
 
 
-def render_host(settings: HostSettings, facts: HostFacts, out_dir: Path) -> HostRender:
-    tspec = spec(settings.target)
-    ctx = context(settings, facts)
-    cond = conditions(settings, ctx)
+def write_role_vars(settings: HostSettings, host_dir: Path, *, install_driver: bool) -> dict[str, Path]:
+    """host-vars.json and service-vars.json: the roles' variables for this host, by the roles' names.
+
+    ``install_driver`` is preflight's decision that the host's NVIDIA driver is installed on this run.
+    """
+    module = settings.module
+    docs = {
+        "host-vars.json": module.host_vars(settings, install_driver),
+        "service-vars.json": module.service_vars(settings),
+    }
+    host_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, doc in docs.items():
+        path = host_dir / name
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+        written[name] = path
+    return written
+
+
+def render_host(settings: HostSettings, facts: HostFacts, out_dir: Path, *, install_driver: bool = False) -> HostRender:
+    module = settings.module
+    ctx = {**base_context(settings, facts), **module.context(settings, facts)}
+    cond = module.conditions(settings, facts)
     attrs = _Attrs(settings)
     host_dir = out_dir / settings.host
     rendered: list[tuple[FileSpec, str, str, Path]] = []
-    for fs in tspec.files:
+    for fs in module.files:
         if fs.when and not cond[fs.when]:
             continue
         text = _render_one(fs, ctx)
         dest = fs.dest.format_map(attrs)
         rel = Path(fs.scope) / fs.out_path.format_map(attrs).lstrip("/")
-        if fs.template == "lxc/config.j2":
-            check_lxc_config(text, f"{settings.host}: {dest}")
+        module.check_rendered(fs, text, f"{settings.host}: {dest}")
         rendered.append((fs, text, dest, rel))
 
     # Only write once every file rendered: a failure leaves no half-written host directory.
@@ -291,20 +182,13 @@ def render_host(settings: HostSettings, facts: HostFacts, out_dir: Path) -> Host
             path=path, scope=fs.scope, dest=dest, method=fs.method, mode=fs.mode,
             sha256=hashlib.sha256(text.encode()).hexdigest(),
         ))
-
-    notes = []
-    if settings.target is Target.native:
-        texts = {fs.template: text for fs, text, _, _ in rendered}
-        exposure = security_exposure(texts["common/ollama.service.j2"], texts["common/override.conf.j2"])
-        if exposure:
-            notes.append(f"systemd-analyze security exposure of ollama.service: {exposure}")
-    if ctx["passthrough_style"]:
-        notes.append(f"LXC GPU passthrough style: {ctx['passthrough_style']}")
-
+    texts: Mapping[str, str] = {fs.template: text for fs, text, _, _ in rendered}
     result = HostRender(
         host=settings.host, target=settings.target, directory=host_dir, files=files,
-        facts_source=facts.source, assumptions=used_assumptions(settings, facts), notes=notes,
+        facts_source=facts.source, assumptions=used_assumptions(settings, facts),
+        notes=module.render_notes(settings, facts, texts),
     )
+    write_role_vars(settings, host_dir, install_driver=install_driver)
     _write_manifest(result, settings)
     return result
 
@@ -328,16 +212,24 @@ def _write_manifest(result: HostRender, settings: HostSettings) -> None:
             }
             for f in result.files
         ],
+        "place": settings.module.place(settings).to_dict(),
         "settings": settings.public_dict(),
-        "install": settings.service_install(),
+        "role_vars": ["host-vars.json", "service-vars.json"],
     }
     (result.directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def render(hosts: list[HostSettings], out_dir: Path, facts_dir: Path | None = None) -> list[HostRender]:
-    """Render every host; each host's facts are read from ``facts_dir`` or assumed."""
+def render(hosts: list[HostSettings], out_dir: Path, facts_dir: Path | None = None, *,
+           facts: Mapping[str, HostFacts] | None = None,
+           install_driver: Mapping[str, bool] | None = None) -> list[HostRender]:
+    """Render every host. Facts come from ``facts`` (read once by the caller), else ``facts_dir``, else assumed.
+
+    ``install_driver``: hosts whose NVIDIA driver preflight decided to install (written to host-vars.json).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    install_driver = install_driver or {}
     return [
-        render_host(s, load_facts(facts_dir, s.host, s.kvm_gpu_pci_addresses), out_dir)
+        render_host(s, facts[s.host] if facts is not None else load_facts(facts_dir, s.host, s.kvm_gpu_pci_addresses),
+                    out_dir, install_driver=install_driver.get(s.host, False))
         for s in hosts
     ]

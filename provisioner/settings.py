@@ -1,8 +1,12 @@
-"""One typed settings model per host, built from the host's merged inventory variables.
+"""One typed settings model per host, composed of one model per concern.
 
-Every user-facing variable is declared here once, with its default and what it
-allows. A bad value is reported as one line naming the host, the variable, the
-value and what is allowed (see :func:`format_validation_error`).
+The inventory's variable names are flat (``ollama_version``, ``lxc_vmid``, ``kvm_name``)
+and stay the user's contract. Each concern validates its own names, with its own checks
+and derived values: the Ollama server and the host's NVIDIA driver here, Docker, LXC
+(with its Proxmox part) and KVM in their target modules (provisioner/targets/). A host
+is validated against every concern; the checks across variables of a target apply to
+the hosts of that target only. A bad value is reported as one line naming the host, the
+variable, the value and what is allowed (see :func:`format_validation_error`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from pydantic import (
     model_validator,
 )
 
+from . import fields, targets
 from .errors import SettingsError
+from .fields import parse_version
 from .targets import Target
 
 # Variables the user may set start with one of these; an unknown one is a typo.
@@ -46,28 +52,12 @@ FIRST_ARCHIVE_RELEASE = (0, 3, 7)
 # From this release on the Linux bundle is .tar.zst (#13651), before it .tgz.
 FIRST_ZSTD_RELEASE = (0, 14, 0)
 
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)([-+][0-9A-Za-z.+-]+)?$")
 _GO_DURATION_RE = re.compile(r"^-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 _GPU_ID = r"(\d+|GPU-[0-9a-fA-F-]+|MIG-[0-9a-zA-Z/-]+)"
 _CUDA_DEVICES_RE = re.compile(rf"^(-1|{_GPU_ID}(,{_GPU_ID})*)$")
-_PCI_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
-_HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$")
 _ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-def parse_version(text: str) -> tuple[int, int, int]:
-    m = _VERSION_RE.match(text)
-    if not m:
-        raise ValueError(f"{text!r} is not a version like 0.12.3")
-    return int(m[1]), int(m[2]), int(m[3])
-
-
-def _abs_path(value: str) -> str:
-    if not value.startswith("/"):
-        raise ValueError(f"must be an absolute path (starting with /), not {value!r}")
-    return value.rstrip("/") or "/"
 
 
 class ModelSpec(BaseModel):
@@ -94,21 +84,11 @@ class ModelSpec(BaseModel):
         return v
 
 
-class HostSettings(BaseModel):
-    """Every variable a user sets for one host, with its default.
-
-    ``host`` and ``target`` are not inventory variables; they come from where the
-    host sits in the inventory.
-    """
+class OllamaSettings(BaseModel):
+    """The Ollama server, on every target: release, listen address, models, tuning."""
 
     model_config = ConfigDict(extra="ignore", validate_default=True, frozen=True)
 
-    host: str
-    target: Target
-    # ansible_host of the host, when the inventory sets one.
-    address: str | None = None
-
-    # --- Ollama, all targets -------------------------------------------------
     ollama_version: str = "0.30.10"
     ollama_arch: Literal["amd64", "arm64"] = "amd64"
     ollama_archive: str | None = None
@@ -125,59 +105,6 @@ class HostSettings(BaseModel):
     ollama_cuda_visible_devices: str | None = None
     ollama_extra_env: dict[str, str] = Field(default_factory=dict)
 
-    # --- host NVIDIA driver ----------------------------------------------------
-    nvidia_driver_install: bool = False
-    nvidia_driver_allow_reboot: bool = False
-
-    # --- docker ------------------------------------------------------------------
-    ollama_docker_image: str = "ollama/ollama"
-    ollama_docker_tag: str | None = None
-    ollama_docker_volume: str = "ollama"
-    ollama_docker_container_name: str = "ollama"
-    ollama_docker_project_dir: str = "/opt/ollama"
-    ollama_docker_gpus: str = "all"
-
-    # --- lxc ---------------------------------------------------------------------
-    lxc_backend: Literal["proxmox", "lxc"] = "proxmox"
-    lxc_vmid: int | None = None
-    lxc_name: str = "ollama"
-    lxc_template: str | None = None
-    lxc_cores: Annotated[int, Field(ge=1, le=512)] = 4
-    lxc_memory_mib: Annotated[int, Field(ge=512)] = 8192
-    lxc_disk_gib: Annotated[int, Field(ge=4)] = 40
-    lxc_unprivileged: bool = True
-    lxc_passthrough: Literal["auto", "devN", "raw"] = "auto"
-    lxc_bridge: str | None = None
-    lxc_path: str = "/var/lib/lxc"
-    lxc_proxmox_api_host: str | None = None
-    lxc_proxmox_api_port: Annotated[int, Field(ge=1, le=65535)] = 8006
-    lxc_proxmox_api_user: str = "root@pam"
-    lxc_proxmox_api_token_id: str | None = None
-    lxc_proxmox_api_token_secret: SecretStr | None = None
-    lxc_proxmox_validate_certs: bool = True
-    lxc_proxmox_node: str | None = None
-    lxc_proxmox_storage: str = "local-lvm"
-
-    # --- kvm ---------------------------------------------------------------------
-    kvm_name: str = "ollama-vm"
-    kvm_gpu_pci_addresses: list[str] = Field(default_factory=list)
-    kvm_vcpus: Annotated[int, Field(ge=1, le=512)] = 8
-    kvm_memory_mib: Annotated[int, Field(ge=1024)] = 16384
-    libvirt_uri: str = "qemu:///system"
-    kvm_domain_type: Literal["kvm", "qemu"] = "kvm"
-    kvm_machine: str = "q35"
-    kvm_disk_image: str | None = None
-    kvm_disk_size_gib: Annotated[int, Field(ge=8)] = 64
-    kvm_base_image: str = "/var/lib/libvirt/images/debian-12-genericcloud-amd64.qcow2"
-    kvm_firmware_code: str = "/usr/share/OVMF/OVMF_CODE_4M.fd"
-    kvm_firmware_vars: str = "/usr/share/OVMF/OVMF_VARS_4M.fd"
-    kvm_hugepages: bool = False
-    kvm_network: str = "default"
-    kvm_iommu: Literal["auto", "intel", "amd"] = "auto"
-    kvm_guest_user: str = "ollama-admin"
-    kvm_ssh_authorized_keys: list[str] = Field(default_factory=list)
-
-    # --- field checks ------------------------------------------------------------
     @field_validator("ollama_version")
     @classmethod
     def _version(cls, v: str) -> str:
@@ -218,11 +145,10 @@ class HostSettings(BaseModel):
                 raise ValueError("host part must be an IP address or a host name") from None
         return v
 
-    @field_validator("ollama_models_dir", "lxc_path", "ollama_docker_project_dir", "kvm_base_image",
-                     "kvm_firmware_code", "kvm_firmware_vars")
+    @field_validator("ollama_models_dir")
     @classmethod
     def _abs(cls, v: str) -> str:
-        return _abs_path(v)
+        return fields.abs_path(v)
 
     @field_validator("ollama_models", mode="before")
     @classmethod
@@ -259,82 +185,16 @@ class HostSettings(BaseModel):
                 raise ValueError(f"environment variable name {key!r} must be upper case letters, digits and _")
         return {k: str(val) for k, val in v.items()}
 
-    @field_validator("lxc_name", "kvm_name")
-    @classmethod
-    def _hostname(cls, v: str) -> str:
-        if not _HOSTNAME_RE.match(v):
-            raise ValueError("must be a host name: lower-case letters, digits and '-', at most 63 characters")
-        return v
-
-    @field_validator("lxc_vmid")
-    @classmethod
-    def _vmid(cls, v: int | None) -> int | None:
-        if v is not None and not 100 <= v <= 999_999_999:
-            raise ValueError("Proxmox VMIDs are integers from 100 to 999999999")
-        return v
-
-    @field_validator("kvm_gpu_pci_addresses", mode="before")
-    @classmethod
-    def _pci(cls, v: Any) -> list[str]:
-        if v is None:
-            return []
-        if isinstance(v, str):
-            v = [v]
-        out: list[str] = []
-        for addr in v:
-            a = str(addr).lower()
-            if not _PCI_RE.match(a):
-                raise ValueError(f"{addr!r} is not a full PCI address like 0000:01:00.0 (domain:bus:slot.function)")
-            if a in out:
-                raise ValueError(f"{a} is listed twice")
-            out.append(a)
-        return out
-
-    @field_validator("kvm_machine")
-    @classmethod
-    def _machine(cls, v: str) -> str:
-        if not re.match(r"^(q35|pc-q35-\d+\.\d+)$", v):
-            raise ValueError("GPU passthrough needs a PCIe machine: q35 or a versioned pc-q35-X.Y")
-        return v
-
-    @field_validator("libvirt_uri")
-    @classmethod
-    def _uri(cls, v: str) -> str:
-        if not re.match(r"^[a-z][a-z0-9+]*://", v):
-            raise ValueError("must be a libvirt URI like qemu:///system or qemu+ssh://root@host/system")
-        return v
-
-    @field_validator("ollama_docker_gpus", mode="before")
-    @classmethod
-    def _gpus(cls, v: Any) -> str:
-        text = str(v)
-        if text == "all" or (text.isdigit() and int(text) > 0):
-            return text
-        raise ValueError("must be 'all' or a number of GPUs greater than 0")
-
-    # --- checks across variables -------------------------------------------------
     @model_validator(mode="after")
-    def _cross(self) -> HostSettings:
+    def _flash_attention(self) -> OllamaSettings:
         if self.ollama_kv_cache_type != "f16" and self.ollama_flash_attention is False:
             raise ValueError(
                 f"ollama_kv_cache_type={self.ollama_kv_cache_type!r} needs flash attention, but "
                 "ollama_flash_attention is false; set ollama_flash_attention: true or ollama_kv_cache_type: f16"
             )
-        if self.target is Target.lxc and self.lxc_backend == "proxmox" and self.lxc_vmid is None:
-            raise ValueError("lxc_vmid is required when lxc_backend is 'proxmox'; set lxc_vmid: 100 or higher")
-        if self.target is Target.lxc and self.lxc_backend == "lxc" and self.lxc_passthrough == "devN":
-            raise ValueError("lxc_passthrough='devN' exists only on Proxmox VE >= 8.1; use 'raw' or 'auto' with lxc_backend: lxc")
-        if self.target is Target.kvm and not self.kvm_gpu_pci_addresses:
-            raise ValueError(
-                "kvm_gpu_pci_addresses is empty; list the GPU's PCI functions, e.g. "
-                "['0000:01:00.0', '0000:01:00.1'] (see `lspci -D -d 10de:`)"
-            )
-        secret = self.lxc_proxmox_api_token_secret
-        if (self.lxc_proxmox_api_token_id is None) != (secret is None) and self.target is Target.lxc:
-            raise ValueError("lxc_proxmox_api_token_id and lxc_proxmox_api_token_secret go together; set both or neither")
         return self
 
-    # --- derived values ------------------------------------------------------------
+    # --- derived values ----------------------------------------------------------------------
     @property
     def version_tuple(self) -> tuple[int, int, int]:
         return parse_version(self.ollama_version)
@@ -359,8 +219,7 @@ class HostSettings(BaseModel):
         """The release's sha256sum.txt beside the archive, when no ollama_sha256 is given."""
         if self.ollama_sha256:
             return None
-        url = self.archive_url
-        return url.rsplit("/", 1)[0] + "/sha256sum.txt"
+        return self.archive_url.rsplit("/", 1)[0] + "/sha256sum.txt"
 
     @property
     def listen_host(self) -> str:
@@ -376,83 +235,11 @@ class HostSettings(BaseModel):
         host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(self.listen_host, self.listen_host)
         return f"http://{host}:{self.listen_port}"
 
-    def service_install(self) -> dict[str, Any]:
-        """What the ollama_service role needs beyond the rendered files: release, checksum, models."""
-        return {
-            "version": self.ollama_version,
-            "archive_url": self.archive_url,
-            "sha256": self.ollama_sha256 or "",
-            "checksum_url": self.checksum_url or "",
-            "api_url": self.api_url,
-            "models_dir": self.ollama_models_dir,
-            "models": [m.model_dump(by_alias=True, exclude_none=True) for m in self.ollama_models],
-            "keep_alive": self.ollama_keep_alive,
-        }
-
-    @property
-    def docker_tag(self) -> str:
-        return self.ollama_docker_tag or self.ollama_version
-
-    @property
-    def docker_volume_is_bind(self) -> bool:
-        return self.ollama_docker_volume.startswith("/")
-
-    @property
-    def is_proxmox(self) -> bool:
-        return self.target is Target.lxc and self.lxc_backend == "proxmox"
-
-    @property
-    def is_plain_lxc(self) -> bool:
-        return self.target is Target.lxc and self.lxc_backend == "lxc"
-
-    @property
-    def lxc_config_path(self) -> str:
-        return f"{self.lxc_path}/{self.lxc_name}/config"
-
-    @property
-    def lxc_rootfs_path(self) -> str:
-        return f"{self.lxc_path}/{self.lxc_name}/rootfs"
-
-    @property
-    def lxc_bridge_name(self) -> str:
-        return self.lxc_bridge or ("vmbr0" if self.lxc_backend == "proxmox" else "lxcbr0")
-
-    @property
-    def lxc_template_name(self) -> str:
-        if self.lxc_template:
-            return self.lxc_template
-        if self.lxc_backend == "proxmox":
-            return "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
-        return "download:debian:bookworm:amd64"
-
-    @property
-    def proxmox_node(self) -> str:
-        return self.lxc_proxmox_node or self.host.split(".")[0]
-
-    @property
-    def kvm_disk_path(self) -> str:
-        return self.kvm_disk_image or f"/var/lib/libvirt/images/{self.kvm_name}.qcow2"
-
-    @property
-    def kvm_seed_dir(self) -> str:
-        return f"/var/lib/libvirt/images/{self.kvm_name}-seed"
-
-    @property
-    def kvm_seed_iso(self) -> str:
-        return f"/var/lib/libvirt/images/{self.kvm_name}-seed.iso"
-
-    @property
-    def docker_project_dir(self) -> str:
-        return self.ollama_docker_project_dir
-
-    @property
-    def ollama_environment(self) -> dict[str, str]:
-        """The server's environment, in one place for the drop-in and the compose file alike."""
-        env: dict[str, str] = {
-            "OLLAMA_HOST": "0.0.0.0:11434" if self.target is Target.docker else self.ollama_listen_address,
-        }
-        if self.target is not Target.docker:
-            env["OLLAMA_MODELS"] = self.ollama_models_dir
+    def environment(self, *, listen: str, models_dir: str | None) -> dict[str, str]:
+        """The server's environment; the target says where it listens and keeps its models."""
+        env: dict[str, str] = {"OLLAMA_HOST": listen}
+        if models_dir is not None:
+            env["OLLAMA_MODELS"] = models_dir
         env["OLLAMA_CONTEXT_LENGTH"] = str(self.ollama_context_length)
         env["OLLAMA_NUM_PARALLEL"] = str(self.ollama_num_parallel)
         if self.ollama_max_loaded_models:
@@ -466,15 +253,98 @@ class HostSettings(BaseModel):
         env.update(self.ollama_extra_env)
         return env
 
+    def role_vars(self) -> dict[str, Any]:
+        """The ollama_service role's variables, by the role's own names: the one mapping from inventory to role."""
+        return {
+            "ollama_service_version": self.ollama_version,
+            "ollama_service_archive_url": self.archive_url,
+            "ollama_service_sha256": self.ollama_sha256 or "",
+            "ollama_service_checksum_url": self.checksum_url or "",
+            "ollama_service_models_dir": self.ollama_models_dir,
+            "ollama_service_api_url": self.api_url,
+            "ollama_service_models": [m.model_dump(by_alias=True, exclude_none=True) for m in self.ollama_models],
+            "ollama_service_keep_alive": self.ollama_keep_alive,
+        }
+
+
+class DriverSettings(BaseModel):
+    """The host's NVIDIA driver: whether the project may install it, and reboot for it."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True, frozen=True)
+
+    nvidia_driver_install: bool = False
+    nvidia_driver_allow_reboot: bool = False
+
+    def role_vars(self) -> dict[str, Any]:
+        """The nvidia_host role's variables, by the role's own names (whether to install is preflight's call)."""
+        return {"nvidia_host_allow_reboot": self.nvidia_driver_allow_reboot}
+
+
+SHARED_CONCERNS: tuple[type[BaseModel], ...] = (OllamaSettings, DriverSettings)
+
+
+def _all_concerns() -> tuple[type[BaseModel], ...]:
+    seen: list[type[BaseModel]] = list(SHARED_CONCERNS)
+    for module in targets.MODULES.values():
+        seen.extend(m for m in module.settings_models if m not in seen)
+    return tuple(seen)
+
+
+CONCERNS = _all_concerns()
+
+
+class HostSettings:
+    """Every setting of one host: its identity plus one validated model per concern.
+
+    ``host`` and ``target`` come from where the host sits in the inventory, ``address``
+    from its ``ansible_host``. Each flat inventory name reads through to its concern
+    (``settings.lxc_vmid``), and so does each concern's derived value.
+    """
+
+    def __init__(self, host: str, target: Target, address: str | None, concerns: tuple[BaseModel, ...]) -> None:
+        self.host = host
+        self.target = Target(target)
+        self.address = address
+        self.concerns = concerns
+        self.module = targets.get(self.target)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "concerns":
+            raise AttributeError(name)
+        for concern in self.concerns:
+            if name in type(concern).model_fields or hasattr(type(concern), name):
+                return getattr(concern, name)
+        raise AttributeError(f"no setting {name!r}")
+
+    def __repr__(self) -> str:
+        return f"HostSettings(host={self.host!r}, target={self.target.value!r})"
+
+    def concern(self, model: type[BaseModel]) -> Any:
+        return next(c for c in self.concerns if isinstance(c, model))
+
+    @property
+    def ollama(self) -> OllamaSettings:
+        return self.concern(OllamaSettings)
+
+    @property
+    def driver(self) -> DriverSettings:
+        return self.concern(DriverSettings)
+
+    @property
+    def ollama_environment(self) -> dict[str, str]:
+        """The server's environment, in one place for the drop-in and the compose file alike."""
+        return self.module.server_environment(self)
+
     def public_dict(self) -> dict[str, Any]:
         """All settings as plain data, secrets masked: safe to print or log."""
-        data = self.model_dump(mode="json", by_alias=True)
-        if self.lxc_proxmox_api_token_secret is not None:
-            data["lxc_proxmox_api_token_secret"] = "********"
+        data: dict[str, Any] = {"host": self.host, "target": self.target.value, "address": self.address}
+        for concern in self.concerns:
+            for name, value in concern.model_dump(mode="json", by_alias=True).items():
+                data[name] = "********" if isinstance(getattr(concern, name), SecretStr) else value
         return data
 
 
-KNOWN_VARIABLES = frozenset(n for n in HostSettings.model_fields if n not in ("host", "target", "address"))
+KNOWN_VARIABLES = frozenset(name for model in CONCERNS for name in model.model_fields)
 
 
 def unknown_variables(variables: dict[str, Any]) -> list[tuple[str, str | None]]:
@@ -518,12 +388,22 @@ def build_settings(host: str, target: Target, variables: dict[str, Any],
     for name, close in unknown_variables(variables):
         hint = f"; did you mean {close}?" if close else "; see the inventory reference in README.md"
         problems.append(f"host {host!r}: unknown variable {name}{hint}")
-    try:
-        settings = HostSettings.model_validate({**variables, "host": host, "target": target, "address": address})
-    except ValidationError as exc:
-        problems.extend(format_validation_error(host, exc))
-        settings = None
+    # A concern may derive values from an earlier one (the image tag follows the Ollama version).
+    context: dict[str, Any] = {"host": host}
+    concerns: list[BaseModel] = []
+    for model in CONCERNS:
+        try:
+            concern = model.model_validate(variables, context=context)
+        except ValidationError as exc:
+            problems.extend(format_validation_error(host, exc))
+            continue
+        concerns.append(concern)
+        if isinstance(concern, OllamaSettings):
+            context["ollama"] = concern
     if problems:
         raise SettingsError(problems[0], details=problems[1:])
-    assert settings is not None
+    settings = HostSettings(host, target, address, tuple(concerns))
+    problems = [f"host {host!r}: {line}" for line in settings.module.check_settings(settings)]
+    if problems:
+        raise SettingsError(problems[0], details=problems[1:])
     return settings

@@ -94,7 +94,7 @@ def test_discover_on_a_real_host_feeds_render(runner, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     inv = _local_inventory(tmp_path, ansible_python_interpreter=sys.executable)
     facts_dir = tmp_path / "facts"
-    result = runner.invoke(app, ["discover", "-t", "lxc", "-i", inv, "--facts", str(facts_dir)])
+    result = runner.invoke(app, ["discover", "-t", "lxc", "-i", inv, "--facts", str(facts_dir), "-v"])
     assert result.exit_code == 0, result.output
     assert "task: Read the GPU, driver, device, cgroup and CPU facts of the host" in result.output
     facts = json.loads((facts_dir / "localhost.json").read_text())

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.render import check_lxc_config, render
+from provisioner.render import render
+from provisioner.targets.lxc import check_lxc_config
 from provisioner.settings import build_settings
 from provisioner.targets import Target
 

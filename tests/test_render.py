@@ -12,7 +12,8 @@ import pytest
 from provisioner import inventory
 from provisioner.errors import RenderError
 from provisioner.facts import load_facts
-from provisioner.render import check_lxc_config, render
+from provisioner.render import render
+from provisioner.targets.lxc import check_lxc_config
 from provisioner.settings import build_settings
 from provisioner.targets import Target
 from tests.conftest import EXAMPLE, ROOT
@@ -125,9 +126,9 @@ def test_lxc_config_with_its_own_root_passes():
 
 
 def test_a_failed_render_leaves_no_half_written_host(tmp_path, monkeypatch):
-    import provisioner.render as r
+    import provisioner.targets.lxc as lxc
 
-    monkeypatch.setattr(r, "check_lxc_config", lambda text, source="": (_ for _ in ()).throw(RenderError("no")))
+    monkeypatch.setattr(lxc, "check_lxc_config", lambda text, source="": (_ for _ in ()).throw(RenderError("no")))
     s = build_settings("lx1", Target.lxc, {"lxc_backend": "lxc"})
     with pytest.raises(RenderError):
         render([s], tmp_path)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from provisioner import inventory
-from provisioner.render import render, security_exposure
+from provisioner.render import render
+from provisioner.targets.native import security_exposure
 from provisioner.targets import Target
 from tests.conftest import EXAMPLE
 

@@ -10,9 +10,15 @@ from __future__ import annotations
 import copy
 import json
 
+from provisioner.evidence import from_role
 from provisioner.judge import judge
-from provisioner.verify import evidence_from_role
 from tests.conftest import ROOT
+
+
+def evidence_from_role(doc: dict, target: str) -> dict:
+    """The typed evidence built from the role's document, as the plain data it serialises to."""
+    return from_role(doc, target).model_dump()
+
 
 RECORDED = json.loads((ROOT / "tests/fixtures/role-evidence-native-cpu.json").read_text())
 

@@ -1,0 +1,234 @@
+"""lxc: Ollama in an LXC container (Proxmox VE or plain LXC) with the NVIDIA device nodes passed in."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationInfo, field_validator, \
+    model_validator
+
+from .. import fields
+from ..errors import RenderError
+from ..facts import NVIDIA_MAJOR
+from .base import FileSpec, Place, TargetModule, service_files
+
+if TYPE_CHECKING:
+    from ..facts import HostFacts
+    from ..settings import HostSettings
+
+
+class LxcSettings(BaseModel):
+    """The container: backend, identity, size, privileges, network, passthrough style."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True, frozen=True)
+
+    lxc_backend: Literal["proxmox", "lxc"] = "proxmox"
+    lxc_vmid: int | None = None
+    lxc_name: str = "ollama"
+    lxc_template: str | None = None
+    lxc_cores: Annotated[int, Field(ge=1, le=512)] = 4
+    lxc_memory_mib: Annotated[int, Field(ge=512)] = 8192
+    lxc_disk_gib: Annotated[int, Field(ge=4)] = 40
+    lxc_unprivileged: bool = True
+    lxc_passthrough: Literal["auto", "devN", "raw"] = "auto"
+    lxc_bridge: str | None = None
+    lxc_path: str = "/var/lib/lxc"
+
+    @field_validator("lxc_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return fields.hostname(v)
+
+    @field_validator("lxc_vmid")
+    @classmethod
+    def _vmid(cls, v: int | None) -> int | None:
+        if v is not None and not 100 <= v <= 999_999_999:
+            raise ValueError("Proxmox VMIDs are integers from 100 to 999999999")
+        return v
+
+    @field_validator("lxc_path")
+    @classmethod
+    def _abs(cls, v: str) -> str:
+        return fields.abs_path(v)
+
+    @property
+    def is_proxmox(self) -> bool:
+        return self.lxc_backend == "proxmox"
+
+    @property
+    def lxc_config_path(self) -> str:
+        return f"{self.lxc_path}/{self.lxc_name}/config"
+
+    @property
+    def lxc_rootfs_path(self) -> str:
+        return f"{self.lxc_path}/{self.lxc_name}/rootfs"
+
+    @property
+    def lxc_bridge_name(self) -> str:
+        return self.lxc_bridge or ("vmbr0" if self.is_proxmox else "lxcbr0")
+
+    @property
+    def lxc_template_name(self) -> str:
+        if self.lxc_template:
+            return self.lxc_template
+        if self.is_proxmox:
+            return "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
+        return "download:debian:bookworm:amd64"
+
+
+class ProxmoxSettings(BaseModel):
+    """The Proxmox VE part of the LXC concern: where its API answers and with which token."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True, frozen=True)
+
+    lxc_proxmox_api_host: str | None = None
+    lxc_proxmox_api_port: Annotated[int, Field(ge=1, le=65535)] = 8006
+    lxc_proxmox_api_user: str = "root@pam"
+    lxc_proxmox_api_token_id: str | None = None
+    lxc_proxmox_api_token_secret: SecretStr | None = None
+    lxc_proxmox_validate_certs: bool = True
+    lxc_proxmox_node: str | None = None
+    lxc_proxmox_storage: str = "local-lvm"
+
+    _host: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _inventory_host(self, info: ValidationInfo) -> ProxmoxSettings:
+        self._host = str((info.context or {}).get("host", ""))
+        return self
+
+    @property
+    def proxmox_node(self) -> str:
+        """The node's name: lxc_proxmox_node, else the inventory host's name up to the first dot."""
+        return self.lxc_proxmox_node or self._host.split(".")[0]
+
+
+# --- values the templates derive from settings and facts -----------------------------------------
+
+
+def passthrough_style(settings: HostSettings, facts: HostFacts) -> str:
+    """devN entries on Proxmox VE >= 8.1, raw lxc.* lines otherwise."""
+    if settings.lxc_passthrough != "auto":
+        return settings.lxc_passthrough
+    if not settings.is_proxmox:
+        return "raw"
+    version = facts.proxmox_version or "0"
+    parts = [int(p) for p in re.findall(r"\d+", version)[:2]] + [0, 0]
+    return "devN" if tuple(parts[:2]) >= (8, 1) else "raw"
+
+
+def gpu_majors(facts: HostFacts) -> list[int]:
+    """The character-device majors of every NVIDIA node, 195 first, from the host's facts."""
+    majors = {NVIDIA_MAJOR}
+    majors.update(n.major for n in facts.nvidia_device_nodes)
+    for name in ("nvidia-uvm", "nvidia-caps"):
+        if name in facts.device_majors:
+            majors.add(facts.device_majors[name])
+    return sorted(majors, key=lambda m: (m != NVIDIA_MAJOR, m))
+
+
+def gpu_mounts(facts: HostFacts) -> list[tuple[str, str]]:
+    """(host path, kind) for bind mounts: every top-level node, and /dev/nvidia-caps as a directory."""
+    mounts: list[tuple[str, str]] = []
+    caps = False
+    for node in facts.nvidia_device_nodes:
+        if node.path.startswith("/dev/nvidia-caps/"):
+            caps = True
+        else:
+            mounts.append((node.path, "file"))
+    if caps:
+        mounts.append(("/dev/nvidia-caps", "dir"))
+    return mounts
+
+
+_ROOTFS_RE = re.compile(r"^\s*lxc\.rootfs\.path\s*=\s*(?:dir:)?(\S+)\s*$", re.MULTILINE)
+CONFIG_TEMPLATE = "lxc/config.j2"
+
+
+def check_lxc_config(text: str, source: str = "LXC config") -> None:
+    """Refuse an LXC config without a container root: LXC would boot the host's own /."""
+    m = _ROOTFS_RE.search(text)
+    if not m or m.group(1) in ("/", ""):
+        raise RenderError(
+            f"{source} has no lxc.rootfs.path of its own; LXC would boot the host's / as the "
+            "container. Refusing to write it."
+        )
+
+
+class LxcTarget(TargetModule):
+    name = "lxc"
+    description = "Ollama in an LXC container (Proxmox VE or plain LXC) with the NVIDIA nodes passed in"
+    settings_models = (LxcSettings, ProxmoxSettings)
+    facts_used = ("all", "driver", "devices", "gids", "proxmox", "cgroup")
+    service_scope = "guest"
+    files = (
+        FileSpec(CONFIG_TEMPLATE, "host", "{lxc_config_path}", when="is_plain_lxc"),
+        FileSpec("lxc/proxmox-api.json.j2", "host", "api:/nodes/{proxmox_node}/lxc",
+                 method="api", out="proxmox/lxc-{lxc_vmid}.json", when="is_proxmox"),
+        FileSpec("lxc/proxmox-raw.conf.j2", "host", "/etc/pve/lxc/{lxc_vmid}.conf",
+                 method="append", out="etc/pve/lxc/{lxc_vmid}.conf.append", when="proxmox_raw"),
+        *service_files("guest"),
+    )
+    fixes = {
+        "no-device-node": "pass the nodes in: devN entries (Proxmox VE >= 8.1) or lxc.mount.entry plus "
+                          "lxc.cgroup2.devices.allow lines, then restart the container; `provision --target lxc` "
+                          "renders them",
+        "nvidia-uvm-missing": "load nvidia-uvm on the host at boot (`nvidia-modprobe -u -c=0`, or nvidia-uvm in "
+                              "/etc/modules-load.d) and pass /dev/nvidia-uvm and /dev/nvidia-uvm-tools in with a "
+                              "cgroup rule for their major (`grep nvidia-uvm /proc/devices`)",
+        "nvidia-smi-missing": "install the NVIDIA user-space driver of exactly the host's version ({host_driver}) in "
+                              "the container, without the kernel module "
+                              "(`NVIDIA-Linux-x86_64-<version>.run --no-kernel-module`)",
+        "driver-mismatch": "install the user-space driver of exactly {host_driver} in the container",
+    }
+
+    def check_settings(self, settings: HostSettings) -> list[str]:
+        problems = []
+        if settings.is_proxmox and settings.lxc_vmid is None:
+            problems.append("lxc_vmid is required when lxc_backend is 'proxmox'; set lxc_vmid: 100 or higher")
+        if not settings.is_proxmox and settings.lxc_passthrough == "devN":
+            problems.append("lxc_passthrough='devN' exists only on Proxmox VE >= 8.1; use 'raw' or 'auto' "
+                            "with lxc_backend: lxc")
+        if (settings.lxc_proxmox_api_token_id is None) != (settings.lxc_proxmox_api_token_secret is None):
+            problems.append("lxc_proxmox_api_token_id and lxc_proxmox_api_token_secret go together; "
+                            "set both or neither")
+        return problems
+
+    def context(self, settings: HostSettings, facts: HostFacts) -> dict[str, Any]:
+        return {
+            "passthrough_style": passthrough_style(settings, facts),
+            "gpu_majors": gpu_majors(facts),
+            "gpu_mounts": gpu_mounts(facts),
+            "gpu_nodes": facts.nvidia_device_nodes,
+            "video_gid": facts.group_gids.get("video", 44),
+        }
+
+    def conditions(self, settings: HostSettings, facts: HostFacts) -> dict[str, bool]:
+        return {
+            "is_plain_lxc": not settings.is_proxmox,
+            "is_proxmox": settings.is_proxmox,
+            "proxmox_raw": settings.is_proxmox and passthrough_style(settings, facts) == "raw",
+        }
+
+    def check_rendered(self, spec: FileSpec, text: str, where: str) -> None:
+        if spec.template == CONFIG_TEMPLATE:
+            check_lxc_config(text, where)
+
+    def render_notes(self, settings: HostSettings, facts: HostFacts, texts: Mapping[str, str]) -> list[str]:
+        return [f"LXC GPU passthrough style: {passthrough_style(settings, facts)}"]
+
+    def fact_topics(self, settings: HostSettings, facts: HostFacts) -> set[str]:
+        used = set(self.facts_used)
+        if not settings.is_proxmox:
+            return used - {"proxmox", "gids"}
+        return used - {"cgroup"} if passthrough_style(settings, facts) == "devN" else used
+
+    def place(self, settings: HostSettings) -> Place:
+        name = settings.lxc_name if not settings.is_proxmox else f"CT {settings.lxc_vmid} ({settings.lxc_name})"
+        # The container's own inventory name: unique per inventory host.
+        return Place(name=f"{settings.host}/ct-{settings.lxc_name}", description=f"container {name} on {settings.host}",
+                     connection={"ansible_connection": "community.general.lxc", "ansible_host": settings.lxc_name})
+
+
+TARGET = LxcTarget()
