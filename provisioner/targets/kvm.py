@@ -28,8 +28,6 @@ class KvmSettings(BaseModel):
     kvm_domain_type: Literal["kvm", "qemu"] = "kvm"
     kvm_machine: str = "q35"
     kvm_disk_image: str | None = None
-    kvm_disk_size_gib: Annotated[int, Field(ge=8)] = 64
-    kvm_base_image: str = "/var/lib/libvirt/images/debian-12-genericcloud-amd64.qcow2"
     kvm_firmware_code: str = "/usr/share/OVMF/OVMF_CODE_4M.fd"
     kvm_firmware_vars: str = "/usr/share/OVMF/OVMF_VARS_4M.fd"
     kvm_hugepages: bool = False
@@ -62,7 +60,7 @@ class KvmSettings(BaseModel):
             raise ValueError("must be a libvirt URI like qemu:///system or qemu+ssh://root@host/system")
         return v
 
-    @field_validator("kvm_base_image", "kvm_firmware_code", "kvm_firmware_vars")
+    @field_validator("kvm_firmware_code", "kvm_firmware_vars")
     @classmethod
     def _abs(cls, v: str) -> str:
         return fields.abs_path(v)
