@@ -8,10 +8,13 @@
 #     provision --target native -i inventories/local
 # against it: discover, preflight, render, apply, health check, verification. On a
 # machine without an NVIDIA GPU the verification reports "100% CPU", as expected there.
-# Extra arguments go to provision (e.g. --check --diff). Remove the container with
+# Extra arguments go to provision (e.g. --check --diff, or --json for one JSON document on
+# stdout). This script's own setup lines go to stderr, so stdout is provision's alone.
+# Remove the container with
 #     docker rm -f ollama-provisioner-local
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+exec 3>&1 1>&2
 STATE=${OLLAMA_PROVISIONER_STATE:-/var/tmp/ollama-provisioner}
 NAME=ollama-provisioner-local
 PORT=8765
@@ -38,4 +41,4 @@ if [ "$(docker inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null)" != "true" ]
 fi
 
 echo "local-native: provision --target native -i inventories/local $*"
-exec .venv/bin/provision --target native -i inventories/local "$@"
+exec .venv/bin/provision --target native -i inventories/local "$@" 1>&3 3>&-
