@@ -59,6 +59,16 @@ def apply_error(playbook: str, run: RunResult) -> ApplyError:
     return error
 
 
+# The group the playbooks add each host's place to (playbooks/tasks/add-places.yml).
+PLACES_GROUP = "provision_places"
+
+
+def with_places(limit: str | None) -> str | None:
+    """``--limit`` plus the places the limited hosts add: hosts made by add_host do not bypass a
+    limit (ansible#74978), so a container or VM of a limited host would be skipped without it."""
+    return f"{limit},{PLACES_GROUP}" if limit else None
+
+
 class AnsibleRunner:
     """Runs this project's playbooks against one inventory with ansible-runner."""
 
@@ -81,7 +91,7 @@ class AnsibleRunner:
                 private_data_dir=str(run_dir),
                 playbook=str(path),
                 inventory=str(self.inventory),
-                limit=limit,
+                limit=with_places(limit),
                 extravars=extravars or {},
                 cmdline=cmdline or None,
                 envvars={

@@ -196,6 +196,13 @@ def test_uninstall_renders_nothing_and_asks_the_role_to_remove(inv, workspace):
     assert result.steps == ["validate", "uninstall"] and result.host("gpu2").changes == 3
 
 
+def test_a_limit_lets_the_limited_hosts_places_through():
+    from provisioner.runner import with_places
+
+    # Hosts added by add_host do not bypass --limit: the places' group is added to it.
+    assert with_places("gpu*") == "gpu*,provision_places" and with_places(None) is None
+
+
 def test_run_directories_are_unique_within_the_same_second(workspace):
     made = {workspace.new_run_dir("native") for _ in range(5)}
     assert len(made) == 5
