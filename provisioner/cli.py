@@ -69,8 +69,7 @@ app = typer.Typer(
 
 INVENTORY_HELP = "Ansible inventory: a hosts.yml file or a directory with hosts.yml, group_vars/, host_vars/."
 
-TargetOpt = Annotated[Target, typer.Option("--target", "-t", help="Deployment target.")]
-MaybeTarget = Annotated[Optional[Target], typer.Option("--target", "-t", help="Deployment target: native, docker, lxc or kvm.")]
+MaybeTarget = Annotated[Optional[Target], typer.Option("--target", "-t", help=f"Deployment target: {', '.join(t.value for t in Target)}.")]
 InventoryOpt = Annotated[Path, typer.Option("--inventory", "-i", help=INVENTORY_HELP)]
 MaybeInventory = Annotated[Optional[Path], typer.Option("--inventory", "-i", help=INVENTORY_HELP)]
 LimitOpt = Annotated[Optional[str], typer.Option("--limit", "-l", help="Only these hosts or groups, as Ansible's --limit (e.g. gpu1 or 'gpu*').")]

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from .evidence import parse_nodes, sections
@@ -92,7 +90,9 @@ def discover(workspace: Workspace, runner: Runner, hosts: list[HostSettings], *,
     """Run the discover playbook on ``hosts`` (one target's) and write the workspace's facts/<host>.json."""
     facts_dir = workspace.facts.resolve()
     facts_dir.mkdir(parents=True, exist_ok=True)
-    runner.run("discover.yml", limit=limit,
+    from .runner import host_limit
+
+    runner.run("discover.yml", limit=host_limit(hosts, limit),
                extravars={"provision_group": hosts[0].module.group, "gpu_facts_dir": str(facts_dir)})
     found = {}
     for raw in sorted(facts_dir.glob("*.raw")):

@@ -18,6 +18,8 @@ class ProvisionError(Exception):
         self.message = message
         # Extra lines (one per further problem) shown after the first.
         self.details = details or []
+        # The flow's result so far (flow.FlowResult), when a step of the flow raised it.
+        self.result = None
 
     def lines(self) -> list[str]:
         return [self.message, *self.details]
@@ -56,8 +58,11 @@ class ApplyError(ProvisionError):
     """
 
     exit_code = 4
-    failures: list = []
-    run = None
+
+    def __init__(self, message: str, *, details: list[str] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.failures: list = []
+        self.run = None
 
 
 class PreflightError(ProvisionError):

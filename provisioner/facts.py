@@ -111,7 +111,7 @@ class HostFacts(BaseModel):
     # a container limit for a missing controller would stop LXC from starting.
     cgroup_controllers: list[str] = Field(default_factory=lambda: ["cpu", "memory"])
     # Which values were assumed rather than discovered: (topic, note for a person).
-    # Topics: driver, devices, gids, cpu, proxmox, cgroup, pci (see TargetSpec.facts_used).
+    # Topics: driver, devices, gids, cpu, proxmox, cgroup, pci (see TargetModule.facts_used).
     assumptions: list[tuple[str, str]] = Field(default_factory=list)
 
     def pci_ids(self, address: str) -> str | None:

@@ -20,10 +20,9 @@ from .facts import HostFacts, load_facts
 from .judge import Verdict
 from .progress import Display
 from .render import render, write_role_vars
-from .runner import AnsibleRunner, Runner
+from .runner import AnsibleRunner, Runner, RunResult, host_limit, playbook_vars
 from .settings import HostSettings
 from .targets import Target
-from .verify import places
 from .workspace import Workspace
 
 
@@ -65,7 +64,9 @@ class FlowResult:
     # The steps that ran, in order: validate, discover, preflight, render, apply, verify.
     steps: list[str] = field(default_factory=list)
     run_dirs: list[str] = field(default_factory=list)
+    # The first line of the error that stopped the run, and its further lines (one per problem).
     error: str | None = None
+    details: list[str] = field(default_factory=list)
     exit_code: int = 0
 
     def host(self, name: str) -> HostResult:
@@ -78,29 +79,60 @@ class FlowResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "command": self.command, "target": self.target.value, "check": self.check, "steps": self.steps,
-            "exit_code": self.exit_code, "error": self.error, "run_dirs": self.run_dirs,
+            "exit_code": self.exit_code, "error": self.error, "details": self.details, "run_dirs": self.run_dirs,
             "hosts": [h.to_dict() for h in self.hosts],
         }
 
 
-def _failed(result: FlowResult, exc: ProvisionError) -> ProvisionError:
-    """Record ``exc`` in the result (per host where the failure names one) and attach the result to it."""
+def _owners(hosts: list[HostSettings]) -> dict[str, str]:
+    """Each name a run may report (a host, or the place where it runs Ollama) -> the inventory host."""
+    owners = {s.host: s.host for s in hosts}
+    owners.update({s.module.place(s).name: s.host for s in hosts})
+    return owners
+
+
+def _record_changes(result: FlowResult, run: RunResult, hosts: list[HostSettings]) -> None:
+    """Each host's changes: on the host itself and at its place (the service play runs there)."""
+    for host in result.hosts:
+        host.changes = 0
+    for name, owner in _owners(hosts).items():  # a place that is the host itself is one name
+        result.host(owner).changes = (result.host(owner).changes or 0) + run.changed(name)
+
+
+def _failed(result: FlowResult, exc: ProvisionError, hosts: list[HostSettings], runner: Runner | None) -> ProvisionError:
+    """Record ``exc`` in the result (each failure under the host it belongs to) and attach the result to it."""
     result.error = exc.message
+    result.details = list(exc.details)
     result.exit_code = exc.exit_code
+    if runner is not None:
+        result.run_dirs = [str(d) for d in runner.run_dirs]
     if isinstance(exc, ApplyError):
+        owners = _owners(hosts)
         for f in exc.failures:
-            if any(h.host == f.host for h in result.hosts):
-                result.host(f.host).errors.append(HostError(f.host, f.task, f.message))
+            if f.host in owners:
+                result.host(owners[f.host]).errors.append(HostError(owners[f.host], f.task, f.message))
         if exc.run is not None:
-            result.run_dirs.append(str(exc.run.run_dir))
-    exc.result = result  # type: ignore[attr-defined]
+            _record_changes(result, exc.run, hosts)
+    exc.result = result
     return exc
 
 
 def read_facts(workspace: Workspace, hosts: list[HostSettings], discovered: bool) -> dict[str, HostFacts]:
     """Each host's facts, read once: from the workspace's facts directory, or assumed when not ``discovered``."""
     source = workspace.facts if discovered else None
-    return {s.host: load_facts(source, s.host, s.kvm_gpu_pci_addresses) for s in hosts}
+    return {s.host: load_facts(source, s.host, s.module.pci_addresses(s)) for s in hosts}
+
+
+def _load(command: str, target: Target, inventory: Path, limit: str | None) -> tuple[FlowResult, list[HostSettings]]:
+    """The hosts of ``target``, validated; a failure carries an empty result (nothing was touched)."""
+    result = FlowResult(command, Target(target))
+    try:
+        hosts = inv.load(inventory, target, limit).hosts
+    except ProvisionError as exc:
+        raise _failed(result, exc, [], None) from None
+    result.hosts = [HostResult(s.host, s.target.value) for s in hosts]
+    result.steps.append("validate")
+    return result, hosts
 
 
 def run_flow(*, target: Target, inventory: Path, limit: str | None = None, workspace: Workspace,
@@ -111,13 +143,12 @@ def run_flow(*, target: Target, inventory: Path, limit: str | None = None, works
     ``facts_given``: the workspace's facts directory was given (--facts): discovery is skipped.
     """
     from .discover import discover
-    from .preflight import preflight
+    from .preflight import check as preflight_check
+    from .preflight import refuse
 
-    loaded = inv.load(inventory, target, limit)
-    hosts = loaded.hosts
+    result, hosts = _load("provision", target, inventory, limit)
+    result.check = check
     module = hosts[0].module
-    result = FlowResult("provision", Target(target), check, [HostResult(s.host, s.target.value) for s in hosts],
-                        ["validate"])
     display.line(f"validated {len(hosts)} host(s) of target {target}: {', '.join(h.host for h in hosts)}")
     runner = runner or AnsibleRunner(workspace, inventory, display)
     rendered = workspace.rendered(module.name)
@@ -130,13 +161,15 @@ def run_flow(*, target: Target, inventory: Path, limit: str | None = None, works
                 discover(workspace, runner, hosts, limit=limit)
                 result.steps.append("discover")
             facts = read_facts(workspace, hosts, discovered=True)
-            for p in preflight([(s, facts[s.host]) for s in hosts]):
-                result.host(p.host).preflight = list(p.notes)
+            checked = preflight_check([(s, facts[s.host]) for s in hosts])
+            for p in checked:
+                result.host(p.host).preflight = [*p.notes, *p.problems]
                 install_driver[p.host] = p.install_driver
                 if p.cpu_only:
                     cpu_only.add(p.host)
                 for note in p.notes:
                     display.line(f"preflight: {note}")
+            refuse(checked)
             result.steps.append("preflight")
         else:
             facts = read_facts(workspace, hosts, discovered=facts_given)
@@ -147,15 +180,12 @@ def run_flow(*, target: Target, inventory: Path, limit: str | None = None, works
         if not module.apply_ready:
             raise NotBuiltYet(module.not_built("apply", str(rendered)))
 
-        run = runner.run(module.playbook, limit=limit, check=check, diff=diff, extravars={
-            "provision_group": module.group, "provision_rendered_dir": str(rendered.resolve()),
-            "provision_places": places(hosts), **module.extravars(hosts),
-        })
+        run = runner.run(module.playbook, limit=host_limit(hosts, limit), check=check, diff=diff,
+                         extravars=playbook_vars(hosts, provision_rendered_dir=str(rendered.resolve())))
         result.steps.append("apply")
-        result.run_dirs.append(str(run.run_dir))
+        _record_changes(result, run, hosts)
         for s in hosts:
             host = result.host(s.host)
-            host.changes = run.changed(s.host)
             host.place = module.place(s).description
             display.line(f"{'would change' if check else 'changed'} {host.changes} thing(s) on {s.host}")
             if not check:  # the role's health check waited for exactly this answer
@@ -164,16 +194,17 @@ def run_flow(*, target: Target, inventory: Path, limit: str | None = None, works
                              f"listening on {s.ollama_listen_address})")
         if check:
             display.line("verify: skipped in a dry run (nothing was installed)")
-            return result
-        verdicts = verify_target(hosts, workspace, runner, limit=limit, facts=facts,
-                                 expect={h: "cpu" for h in cpu_only})
-        result.steps.append("verify")
-        for v in verdicts:
-            result.host(v.host).verdict = v
-        result.exit_code = max(v.exit_code for v in verdicts)
+        else:
+            verdicts = verify_target(hosts, workspace, runner, limit=limit, facts=facts,
+                                     expect={h: "cpu" for h in cpu_only})
+            result.steps.append("verify")
+            for v in verdicts:
+                result.host(v.host).verdict = v
+            result.exit_code = max(v.exit_code for v in verdicts)
+        result.run_dirs = [str(d) for d in runner.run_dirs]
         return result
     except ProvisionError as exc:
-        raise _failed(result, exc) from None
+        raise _failed(result, exc, hosts, runner) from None
 
 
 def verify_target(hosts: list[HostSettings], workspace: Workspace, runner: Runner, *, limit: str | None,
@@ -188,6 +219,9 @@ def verify_target(hosts: list[HostSettings], workspace: Workspace, runner: Runne
     from .judge import judge
     from .verify import gather_ansible
 
+    module = hosts[0].module
+    if not module.apply_ready:  # its place does not exist yet: nothing to reach
+        raise NotBuiltYet(module.not_built("verifying"))
     expect = expect or {}
     plan = {s.host: {"model": model or s.ollama_models[0].name, "api_url": s.api_url}
             for s in hosts if model or s.ollama_models}
@@ -212,11 +246,9 @@ def run_uninstall(*, target: Target, inventory: Path, limit: str | None = None, 
 
     Nothing is rendered: the roles get their variables from the settings alone.
     """
-    loaded = inv.load(inventory, target, limit)
-    hosts = loaded.hosts
+    result, hosts = _load("uninstall", target, inventory, limit)
+    result.check = check
     module = hosts[0].module
-    result = FlowResult("uninstall", Target(target), check, [HostResult(s.host, s.target.value) for s in hosts],
-                        ["validate"])
     runner = runner or AnsibleRunner(workspace, inventory, display)
     try:
         if not module.apply_ready:
@@ -224,22 +256,20 @@ def run_uninstall(*, target: Target, inventory: Path, limit: str | None = None, 
         role_vars = workspace.new_run_dir("uninstall-vars")
         for s in hosts:
             write_role_vars(s, role_vars / s.host, install_driver=False)
-        run = runner.run(module.playbook, limit=limit, check=check, extravars={
-            "provision_group": module.group, "provision_rendered_dir": str(role_vars),
-            "provision_places": places(hosts), **module.extravars(hosts), **module.uninstall_vars(purge),
-        })
+        run = runner.run(module.playbook, limit=host_limit(hosts, limit), check=check, extravars=playbook_vars(
+            hosts, provision_rendered_dir=str(role_vars), **module.uninstall_vars(purge)))
         result.steps.append("uninstall")
-        result.run_dirs.append(str(run.run_dir))
+        result.run_dirs = [str(d) for d in runner.run_dirs]
+        _record_changes(result, run, hosts)
         kept = module.uninstall_kept(purge)
         for s in hosts:
             host = result.host(s.host)
-            host.changes = run.changed(s.host)
             host.place = module.place(s).description
             display.line(f"{'would remove' if check else 'removed'} Ollama from {s.host}: {host.changes} change(s); "
                          f"{kept}")
         return result
     except ProvisionError as exc:
-        raise _failed(result, exc) from None
+        raise _failed(result, exc, hosts, runner) from None
 
 
 def discovered_vram(target: Target, inventory: Path, workspace: Workspace, *, facts_given: bool,

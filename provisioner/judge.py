@@ -232,8 +232,8 @@ def _avx(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
     virtual = module is not None and module.virtual_cpu
     if not logged and not (virtual and ev.flags and "avx" not in ev.flags):
         return None
-    return Cause("vm-cpu-without-avx", "the VM's CPU lacks AVX: its CPU mode is not host-passthrough",
-                 "set <cpu mode='host-passthrough'/> in the domain (`virsh edit`), or CPU type 'host' on Proxmox, and restart the VM")
+    return Cause("vm-cpu-without-avx", "the CPU Ollama runs on lacks AVX (a VM whose CPU model hides the host's)",
+                 "run Ollama on a CPU with AVX/AVX2 (x86-64-v3); in a VM, give the guest the host's CPU model")
 
 
 _CUDA_ERRORS = {

@@ -66,10 +66,15 @@ def check(hosts: list[tuple[HostSettings, HostFacts]]) -> list[HostPreflight]:
     return [s.module.preflight(s, f) for s, f in hosts]
 
 
-def preflight(hosts: list[tuple[HostSettings, HostFacts]]) -> list[HostPreflight]:
-    """Check every host; raise PreflightError listing every refused host (one line each)."""
-    results = check(hosts)
+def refuse(results: list[HostPreflight]) -> None:
+    """Raise PreflightError listing every refused host (one line each), if any is."""
     problems = [p for r in results for p in r.problems]
     if problems:
         raise PreflightError(problems[0], details=[*problems[1:], "nothing on any host was changed"])
+
+
+def preflight(hosts: list[tuple[HostSettings, HostFacts]]) -> list[HostPreflight]:
+    """Check every host; raise PreflightError listing every refused host (one line each)."""
+    results = check(hosts)
+    refuse(results)
     return results

@@ -12,12 +12,15 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import resources
 from .errors import ApplyError
 from .progress import Display, Failure
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .settings import HostSettings
 
 
 @dataclass
@@ -35,6 +38,8 @@ class RunResult:
 
 class Runner(Protocol):
     display: Display
+    # Every run's directory, in order (for the report).
+    run_dirs: list[Path]
 
     def run(self, playbook: str, *, limit: str | None = None, extravars: dict[str, Any] | None = None,
             check: bool = False, diff: bool = False) -> RunResult:
@@ -59,14 +64,37 @@ def apply_error(playbook: str, run: RunResult) -> ApplyError:
     return error
 
 
+# --- the contract between the provisioner and its playbooks -------------------------------
+
+
+def places(hosts: list[HostSettings]) -> dict[str, dict[str, Any]]:
+    """Where Ollama runs for each host and how it is reached (TargetModule.place_vars):
+    playbooks/tasks/add-places.yml adds each to the run's inventory."""
+    return {s.host: s.module.place_vars(s) for s in hosts}
+
+
+def playbook_vars(hosts: list[HostSettings], **more: Any) -> dict[str, Any]:
+    """The variables a target's playbook (and verify.yml) read: the group, the places, the target's own."""
+    module = hosts[0].module
+    return {"provision_group": module.group, "provision_places": places(hosts), **module.extravars(hosts), **more}
+
+
 # The group the playbooks add each host's place to (playbooks/tasks/add-places.yml).
 PLACES_GROUP = "provision_places"
 
 
-def with_places(limit: str | None) -> str | None:
-    """``--limit`` plus the places the limited hosts add: hosts made by add_host do not bypass a
-    limit (ansible#74978), so a container or VM of a limited host would be skipped without it."""
-    return f"{limit},{PLACES_GROUP}" if limit else None
+def host_limit(hosts: list[HostSettings], limit: str | None) -> str | None:
+    """Ansible's --limit for a run on ``hosts`` (already narrowed by the user's ``limit``).
+
+    The host names, resolved once when the inventory was loaded (so any pattern the user gave,
+    ``!gpu2`` or ``rack1:&gpu*``, is already applied), plus the places' group: hosts made by
+    add_host do not bypass a limit (ansible#74978), and a name that does not exist yet when
+    the run starts is dropped, while a group is matched when the play starts. Only the limited
+    hosts add places, so only theirs run.
+    """
+    if limit is None:
+        return None
+    return ",".join([*(s.host for s in hosts), PLACES_GROUP])
 
 
 class AnsibleRunner:
@@ -76,12 +104,14 @@ class AnsibleRunner:
         self.workspace = workspace
         self.inventory = Path(inventory).resolve()
         self.display = display
+        self.run_dirs: list[Path] = []
 
     def run(self, playbook: str, *, limit: str | None = None, extravars: dict[str, Any] | None = None,
             check: bool = False, diff: bool = False) -> RunResult:
         import ansible_runner
 
         run_dir = self.workspace.new_run_dir(Path(playbook).stem)
+        self.run_dirs.append(run_dir)
         cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
         path = Path(playbook) if Path(playbook).is_absolute() else resources.playbook(playbook)
         self.display.line(f"ansible: {Path(playbook).name} (run directory {run_dir})")
@@ -91,7 +121,7 @@ class AnsibleRunner:
                 private_data_dir=str(run_dir),
                 playbook=str(path),
                 inventory=str(self.inventory),
-                limit=with_places(limit),
+                limit=limit,
                 extravars=extravars or {},
                 cmdline=cmdline or None,
                 envvars={

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -31,20 +32,6 @@ from .errors import SettingsError
 from .fields import parse_version
 from .targets import Target
 
-# Variables the user may set start with one of these; an unknown one is a typo.
-USER_PREFIXES = ("ollama_", "lxc_", "kvm_", "libvirt_", "nvidia_")
-# Roles' own public variables (role name + "_") are the roles' business, not the inventory's.
-ROLE_PREFIXES = (
-    "ollama_service_",
-    "ollama_verify_",
-    "ollama_container_",
-    "nvidia_container_toolkit_",
-    "nvidia_host_",
-    "lxc_gpu_",
-    "vfio_host_",
-    "libvirt_guest_",
-    "gpu_facts_",
-)
 
 OFFICIAL_RELEASE_URL = "https://github.com/ollama/ollama/releases/download/v{version}/{asset}"
 # The first release packed as bin/ + lib/ollama/ (74d45f010); before it a raw binary.
@@ -309,12 +296,14 @@ class HostSettings:
         self.module = targets.get(self.target)
 
     def __getattr__(self, name: str) -> Any:
+        # Only a concern's fields (the inventory's names) and its derived values (properties):
+        # never pydantic's own methods.
         if name.startswith("_") or name == "concerns":
             raise AttributeError(name)
         for concern in self.concerns:
-            if name in type(concern).model_fields or hasattr(type(concern), name):
+            if name in type(concern).model_fields or isinstance(getattr(type(concern), name, None), property):
                 return getattr(concern, name)
-        raise AttributeError(f"no setting {name!r}")
+        raise AttributeError(f"{self!r} has no setting or derived value {name!r}")
 
     def __repr__(self) -> str:
         return f"HostSettings(host={self.host!r}, target={self.target.value!r})"
@@ -344,7 +333,27 @@ class HostSettings:
         return data
 
 
-KNOWN_VARIABLES = frozenset(name for model in CONCERNS for name in model.model_fields)
+def _declared_once() -> frozenset[str]:
+    names: dict[str, str] = {}
+    for model in CONCERNS:
+        for name in [*model.model_fields, *(n for n, v in vars(model).items() if isinstance(v, property))]:
+            if names.setdefault(name, model.__name__) != model.__name__:
+                raise TypeError(f"{name} is declared by both {names[name]} and {model.__name__}")
+    return frozenset(n for model in CONCERNS for n in model.model_fields)
+
+
+# Every inventory variable, each declared by exactly one concern (a name in two would be ambiguous).
+KNOWN_VARIABLES = _declared_once()
+# Variables the user may set start with one of these (ollama_, nvidia_, lxc_, ...); an unknown one is a typo.
+USER_PREFIXES = tuple(sorted({name.split("_", 1)[0] + "_" for name in KNOWN_VARIABLES}))
+
+
+@cache
+def _role_prefixes() -> tuple[str, ...]:
+    """A role's own public variables (role name + "_") are the role's business, not the inventory's."""
+    from . import resources
+
+    return tuple(sorted(f"{p.name}_" for p in resources.roles_dir().iterdir() if (p / "tasks").is_dir()))
 
 
 def unknown_variables(variables: dict[str, Any]) -> list[tuple[str, str | None]]:
@@ -353,7 +362,7 @@ def unknown_variables(variables: dict[str, Any]) -> list[tuple[str, str | None]]
     for name in sorted(variables):
         if not name.startswith(USER_PREFIXES) or name in KNOWN_VARIABLES:
             continue
-        if name.startswith(ROLE_PREFIXES) or name.startswith("__"):
+        if name.startswith(_role_prefixes()) or name.startswith("__"):
             continue
         close = difflib.get_close_matches(name, KNOWN_VARIABLES, n=1, cutoff=0.75)
         found.append((name, close[0] if close else None))

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from .errors import InputError
 from .evidence import Evidence, from_role, local_gpu
-from .runner import Runner
+from .runner import Runner, host_limit, playbook_vars
 from .workspace import Workspace
 
 PROMPT = "Explain in one paragraph why the sky is blue."
@@ -76,12 +76,8 @@ def gather_ansible(workspace: Workspace, runner: Runner, hosts: list, plan: dict
     for host, p in plan.items():
         module = by_host[host].module
         per_host[host] = {**p, "log_command": module.log_command, "env_command": module.env_command}
-    runner.run("verify.yml", limit=limit, extravars={
-        "provision_group": hosts[0].module.group,
-        "provision_places": places(hosts),
-        "provision_verify": per_host,
-        "provision_evidence_dir": str(evidence_dir),
-    })
+    runner.run("verify.yml", limit=host_limit(hosts, limit), extravars=playbook_vars(
+        hosts, provision_verify=per_host, provision_evidence_dir=str(evidence_dir)))
     found = {}
     for host in plan:
         path = evidence_dir / f"{host}.json"
@@ -92,8 +88,3 @@ def gather_ansible(workspace: Workspace, runner: Runner, hosts: list, plan: dict
     runner.display.line(f"evidence: {evidence_dir}")
     return found
 
-
-def places(hosts: list) -> dict[str, dict[str, Any]]:
-    """Where Ollama runs for each host, how it is reached and where its service files are rendered
-    (OUT/<host>/<service_scope>/): the playbooks' add_host reads this."""
-    return {s.host: {**s.module.place(s).to_dict(), "service_scope": s.module.service_scope} for s in hosts}

@@ -56,12 +56,15 @@ class FakeRunner:
         self.raw = raw
         self.fail = fail
         self.calls: list[dict] = []
+        self.run_dirs: list[Path] = []
 
     def run(self, playbook, *, limit=None, extravars=None, check=False, diff=False) -> RunResult:
         extravars = extravars or {}
         self.calls.append({"playbook": playbook, "limit": limit, "extravars": extravars, "check": check, "diff": diff})
         run_dir = self.workspace.new_run_dir(Path(playbook).stem)
-        hosts = list(extravars.get("provision_places") or ["gpu1", "gpu2"])
+        self.run_dirs.append(run_dir)
+        names = limit.split(",")[:-1] if limit else extravars.get("provision_places") or ["gpu1", "gpu2"]
+        hosts = list(names)
         if playbook == "discover.yml":
             for host in hosts:
                 (Path(extravars["gpu_facts_dir"]) / f"{host}.raw").write_text(self.raw)
@@ -137,7 +140,7 @@ def test_the_steps_run_in_order_with_the_variables_each_playbook_needs(inv, work
     assert gpu1.changes == 3 and gpu1.answers_at == "http://127.0.0.1:11434"
     assert any("no NVIDIA GPU found" in note for note in gpu1.preflight)
     assert gpu1.verdict.verdict == "cpu" and gpu1.verdict.expected == "cpu" and result.exit_code == 0
-    assert len(set(result.run_dirs)) == len(result.run_dirs)
+    assert [Path(d).name.split("-", 2)[2] for d in result.run_dirs] == ["discover", "native", "verify"]
 
 
 def test_a_failed_apply_stops_before_verify_and_says_what_failed_where(inv, workspace):
@@ -150,6 +153,7 @@ def test_a_failed_apply_stops_before_verify_and_says_what_failed_where(inv, work
     assert result.exit_code == 4 and "native.yml failed on gpu1" in result.error
     assert [(e.host, e.message) for e in result.host("gpu1").errors] == [("gpu1", "disk full")]
     assert result.host("gpu2").errors == [] and result.host("gpu1").verdict is None
+    assert result.host("gpu1").changes == 3  # what the failed run changed before it stopped
 
 
 def test_a_refused_host_stops_before_anything_changes(inv, workspace):
@@ -159,6 +163,8 @@ def test_a_refused_host_stops_before_anything_changes(inv, workspace):
     assert [c["playbook"] for c in runner.calls] == ["discover.yml"]
     assert "535.183.01 is older than Ollama's minimum 550" in err.value.message
     assert err.value.result.steps == ["validate", "discover"]
+    assert "older than Ollama's minimum 550" in err.value.result.host("gpu2").preflight[0]
+    assert len(err.value.details) == 2 and err.value.result.details == err.value.details  # gpu2's line, "nothing changed"
     assert not workspace.rendered("native").exists()
 
 
@@ -196,11 +202,12 @@ def test_uninstall_renders_nothing_and_asks_the_role_to_remove(inv, workspace):
     assert result.steps == ["validate", "uninstall"] and result.host("gpu2").changes == 3
 
 
-def test_a_limit_lets_the_limited_hosts_places_through():
-    from provisioner.runner import with_places
-
-    # Hosts added by add_host do not bypass --limit: the places' group is added to it.
-    assert with_places("gpu*") == "gpu*,provision_places" and with_places(None) is None
+def test_a_limit_is_the_resolved_hosts_plus_their_places(write_inventory, workspace):
+    inv = write_inventory(INVENTORY.replace("gpu2: {ollama_context_length: 8192}", "gpu2: {}\n        gpu3: {}"))
+    runner = FakeRunner(workspace)
+    _flow(inv, workspace, runner, limit="!gpu2")
+    # The pattern is resolved once (Ansible would read "!gpu2,x" as "no hosts"); places' group added.
+    assert {c["limit"] for c in runner.calls} == {"gpu1,gpu3,provision_places"}
 
 
 def test_run_directories_are_unique_within_the_same_second(workspace):
@@ -241,6 +248,27 @@ def test_json_of_a_failed_run_still_names_host_task_and_message(runner, inv, mon
     assert doc["exit_code"] == 4 and doc["hosts"][0]["errors"] == [
         {"host": "gpu1", "task": "Install the rendered drop-in with the server's settings", "message": "disk full"}]
     assert "error: native.yml failed on gpu1" in result.stderr
+
+
+def test_json_of_a_run_refused_at_validation_is_a_document_too(runner, write_inventory, fake_cli):
+    inv = write_inventory(INVENTORY.replace("gpu1: {}", "gpu1: {ollama_num_parallel: 0}"))
+    result = runner.invoke(app, ["--target", "native", "-i", str(inv), "--json"])
+    assert result.exit_code == 2 and fake_cli == []
+    doc = json.loads(result.stdout)
+    assert doc["steps"] == [] and doc["hosts"] == [] and "ollama_num_parallel = 0" in doc["error"]
+
+
+def test_changes_and_failures_at_a_place_belong_to_its_host():
+    from provisioner.settings import build_settings
+
+    hosts = [build_settings("pve1", Target.lxc, {"lxc_vmid": 120})]
+    place = hosts[0].module.place(hosts[0]).name
+    result = flow.FlowResult("provision", Target.lxc, hosts=[flow.HostResult("pve1", "lxc")])
+    run = RunResult("lxc.yml", "failed", 2, Path("/x"), {"changed": {"pve1": 1, place: 4}},
+                    [Failure(place, "Install the rendered unit", "no space")])
+    error = flow._failed(result, apply_error("lxc.yml", run), hosts, None)
+    assert error.result.host("pve1").changes == 5
+    assert [(e.host, e.task) for e in error.result.host("pve1").errors] == [("pve1", "Install the rendered unit")]
 
 
 @pytest.mark.parametrize("args", [

@@ -158,6 +158,14 @@ class TargetModule:
         """Where Ollama runs for this host and how it is reached."""
         raise NotImplementedError
 
+    def place_vars(self, settings: HostSettings) -> dict[str, Any]:
+        """The place as the playbooks' add_host reads it, with where its service files are rendered."""
+        return {**self.place(settings).to_dict(), "service_scope": self.service_scope}
+
+    def pci_addresses(self, settings: HostSettings) -> list[str]:
+        """The PCI functions this host's files name (their ids are read from the facts)."""
+        return []
+
     def host_vars(self, settings: HostSettings, install_driver: bool) -> dict[str, Any]:
         """Role variables (by the roles' own names) for the play on the inventory host, read from
         OUT/<host>/host-vars.json; ``install_driver`` is preflight's decision for the host's driver."""

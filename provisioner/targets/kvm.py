@@ -120,6 +120,8 @@ class KvmTarget(TargetModule):
         "no-device-node": "check that the GPU is in the domain (<hostdev> in `virsh dumpxml`), bound to vfio-pci on "
                           "the host (`lspci -nnk`), and that the NVIDIA driver is installed and loaded in the guest",
         "driver-mismatch": "reboot the guest after its driver upgrade, or reinstall one driver version",
+        "vm-cpu-without-avx": "set <cpu mode='host-passthrough'/> in the domain (`virsh edit`), or CPU type 'host' on "
+                              "Proxmox, and restart the VM",
     }
 
     def check_settings(self, settings: HostSettings) -> list[str]:
@@ -136,6 +138,9 @@ class KvmTarget(TargetModule):
             "has_audio_function": any(not d["address"].endswith(".0") for d in devs),
             "iommu": iommu_vendor(settings, facts),
         }
+
+    def pci_addresses(self, settings: HostSettings) -> list[str]:
+        return list(settings.kvm_gpu_pci_addresses)
 
     def place(self, settings: HostSettings) -> Place:
         # The guest over SSH, through the host as a jump host; its address is found when it boots.
