@@ -229,7 +229,7 @@ def render(hosts: list[HostSettings], out_dir: Path, facts_dir: Path | None = No
     out_dir.mkdir(parents=True, exist_ok=True)
     install_driver = install_driver or {}
     return [
-        render_host(s, facts[s.host] if facts is not None else load_facts(facts_dir, s.host, s.kvm_gpu_pci_addresses),
+        render_host(s, facts[s.host] if facts is not None else load_facts(facts_dir, s.host, s.module.pci_addresses(s)),
                     out_dir, install_driver=install_driver.get(s.host, False))
         for s in hosts
     ]
