@@ -430,6 +430,7 @@ def uninstall(
     inventory: InventoryOpt,
     limit: LimitOpt = None,
     purge: Annotated[bool, typer.Option("--purge", help="Also delete the models directory, the home and the ollama user.")] = False,
+    destroy: Annotated[bool, typer.Option("--destroy", help="Also destroy the container or VM Ollama runs in (lxc), models included.")] = False,
     check: Annotated[bool, typer.Option("--check", help="Dry run: report what would be removed, remove nothing.")] = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -437,19 +438,21 @@ def uninstall(
     """Remove Ollama where each host runs it; keep the models.
 
     Without --purge the models directory and the ollama user stay, so a later
-    `provision --target T` finds every model again.
+    `provision --target T` finds every model again. A container (lxc) is kept
+    unless --destroy is given.
 
     \b
     Examples:
       provision uninstall --target native -i inventories/homelab
       provision uninstall --target native -i inventories/homelab --purge   # models too
+      provision uninstall --target lxc -i inventories/homelab --destroy    # the container too
     """
     from .flow import run_uninstall
     from .workspace import Workspace
 
     _json_mode(ctx, as_json)
     result = run_uninstall(target=target, inventory=inventory, limit=limit, workspace=Workspace(STATE), purge=purge,
-                           check=check, display=_display(ctx, verbose=verbose))
+                           destroy=destroy, check=check, display=_display(ctx, verbose=verbose))
     if as_json:
         _echo_json(result.to_dict())
 

@@ -18,6 +18,7 @@ from .errors import ApplyError, NotBuiltYet, ProvisionError
 from .evidence import Evidence, ServerTuning
 from .facts import HostFacts, load_facts
 from .judge import Verdict
+from .preflight import HostPreflight
 from .progress import Display
 from .render import render, write_role_vars
 from .runner import AnsibleRunner, Runner, RunResult, host_limit, playbook_vars
@@ -152,33 +153,33 @@ def run_flow(*, target: Target, inventory: Path, limit: str | None = None, works
     display.line(f"validated {len(hosts)} host(s) of target {target}: {', '.join(h.host for h in hosts)}")
     runner = runner or AnsibleRunner(workspace, inventory, display)
     rendered = workspace.rendered(module.name)
+    blocked = [s for s in hosts if not module.applies(s)]
     try:
-        install_driver: dict[str, bool] = {}
+        checked: dict[str, HostPreflight] = {}
         cpu_only: set[str] = set()
-        if module.apply_ready:  # a target that cannot be applied yet is only rendered, offline
+        if not blocked:  # what cannot be applied yet is only rendered, offline
             if not facts_given:
                 display.line("discover: reading each host's GPU, driver and device facts (read-only)")
                 discover(workspace, runner, hosts, limit=limit)
                 result.steps.append("discover")
             facts = read_facts(workspace, hosts, discovered=True)
-            checked = preflight_check([(s, facts[s.host]) for s in hosts])
-            for p in checked:
+            for p in preflight_check([(s, facts[s.host]) for s in hosts]):
                 result.host(p.host).preflight = [*p.notes, *p.problems]
-                install_driver[p.host] = p.install_driver
+                checked[p.host] = p
                 if p.cpu_only:
                     cpu_only.add(p.host)
                 for note in p.notes:
                     display.line(f"preflight: {note}")
-            refuse(checked)
+            refuse(list(checked.values()))
             result.steps.append("preflight")
         else:
             facts = read_facts(workspace, hosts, discovered=facts_given)
-        for r in render(hosts, rendered, facts=facts, install_driver=install_driver):
+        for r in render(hosts, rendered, facts=facts, checked=checked):
             result.host(r.host).files = [str(f.path) for f in r.files]
             display.line(f"rendered {len(r.files)} files for {r.host} in {r.directory}")
         result.steps.append("render")
-        if not module.apply_ready:
-            raise NotBuiltYet(module.not_built("apply", str(rendered)))
+        if blocked:
+            raise NotBuiltYet(module.not_built("apply", str(rendered), blocked[0]))
 
         run = runner.run(module.playbook, limit=host_limit(hosts, limit), check=check, diff=diff,
                          extravars=playbook_vars(hosts, provision_rendered_dir=str(rendered.resolve())))
@@ -220,8 +221,9 @@ def verify_target(hosts: list[HostSettings], workspace: Workspace, runner: Runne
     from .verify import gather_ansible
 
     module = hosts[0].module
-    if not module.apply_ready:  # its place does not exist yet: nothing to reach
-        raise NotBuiltYet(module.not_built("verifying"))
+    blocked = [s for s in hosts if not module.applies(s)]
+    if blocked:  # its place does not exist yet: nothing to reach
+        raise NotBuiltYet(module.not_built("verifying", settings=blocked[0]))
     expect = expect or {}
     plan = {s.host: {"model": model or s.ollama_models[0].name, "api_url": s.api_url}
             for s in hosts if model or s.ollama_models}
@@ -240,9 +242,10 @@ def verify_target(hosts: list[HostSettings], workspace: Workspace, runner: Runne
 
 
 def run_uninstall(*, target: Target, inventory: Path, limit: str | None = None, workspace: Workspace,
-                  purge: bool = False, check: bool = False, display: Display,
+                  purge: bool = False, destroy: bool = False, check: bool = False, display: Display,
                   runner: Runner | None = None) -> FlowResult:
-    """Remove Ollama where each host runs it (the target says what that means); models stay unless ``purge``.
+    """Remove Ollama where each host runs it (the target says what that means); models stay unless ``purge``;
+    the container or VM it runs in stays unless ``destroy``.
 
     Nothing is rendered: the roles get their variables from the settings alone.
     """
@@ -251,17 +254,18 @@ def run_uninstall(*, target: Target, inventory: Path, limit: str | None = None, 
     module = hosts[0].module
     runner = runner or AnsibleRunner(workspace, inventory, display)
     try:
-        if not module.apply_ready:
-            raise NotBuiltYet(module.not_built("uninstalling"))
+        blocked = [s for s in hosts if not module.applies(s)]
+        if blocked:
+            raise NotBuiltYet(module.not_built("uninstalling", settings=blocked[0]))
         role_vars = workspace.new_run_dir("uninstall-vars")
         for s in hosts:
-            write_role_vars(s, role_vars / s.host, install_driver=False)
+            write_role_vars(s, role_vars / s.host, None)
         run = runner.run(module.playbook, limit=host_limit(hosts, limit), check=check, extravars=playbook_vars(
-            hosts, provision_rendered_dir=str(role_vars), **module.uninstall_vars(purge)))
+            hosts, provision_rendered_dir=str(role_vars), **module.uninstall_vars(purge, destroy)))
         result.steps.append("uninstall")
         result.run_dirs = [str(d) for d in runner.run_dirs]
         _record_changes(result, run, hosts)
-        kept = module.uninstall_kept(purge)
+        kept = module.uninstall_kept(purge, destroy)
         for s in hosts:
             host = result.host(s.host)
             host.place = module.place(s).description

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 from . import __version__, resources
 from .errors import RenderError
 from .facts import HostFacts, load_facts
+from .preflight import HostPreflight
 from .settings import HostSettings
 from .targets import FileSpec, Target
 
@@ -135,14 +136,15 @@ def _render_one(fs: FileSpec, ctx: dict[str, Any]) -> str:
         raise RenderError(f"template {fs.template}{f':{where}' if where else ''}: {exc}") from None
 
 
-def write_role_vars(settings: HostSettings, host_dir: Path, *, install_driver: bool) -> dict[str, Path]:
+def write_role_vars(settings: HostSettings, host_dir: Path, checked: HostPreflight | None) -> dict[str, Path]:
     """host-vars.json and service-vars.json: the roles' variables for this host, by the roles' names.
 
-    ``install_driver`` is preflight's decision that the host's NVIDIA driver is installed on this run.
+    ``checked`` is preflight's result for the host (whether its driver is installed on this run,
+    whether it has a GPU); None when preflight did not run (`provision render`, uninstall).
     """
     module = settings.module
     docs = {
-        "host-vars.json": module.host_vars(settings, install_driver),
+        "host-vars.json": module.host_vars(settings, checked),
         "service-vars.json": module.service_vars(settings),
     }
     host_dir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +156,8 @@ def write_role_vars(settings: HostSettings, host_dir: Path, *, install_driver: b
     return written
 
 
-def render_host(settings: HostSettings, facts: HostFacts, out_dir: Path, *, install_driver: bool = False) -> HostRender:
+def render_host(settings: HostSettings, facts: HostFacts, out_dir: Path, *,
+                checked: HostPreflight | None = None) -> HostRender:
     module = settings.module
     ctx = {**base_context(settings, facts), **module.context(settings, facts)}
     cond = module.conditions(settings, facts)
@@ -188,7 +191,7 @@ def render_host(settings: HostSettings, facts: HostFacts, out_dir: Path, *, inst
         facts_source=facts.source, assumptions=used_assumptions(settings, facts),
         notes=module.render_notes(settings, facts, texts),
     )
-    write_role_vars(settings, host_dir, install_driver=install_driver)
+    write_role_vars(settings, host_dir, checked)
     _write_manifest(result, settings)
     return result
 
@@ -221,15 +224,15 @@ def _write_manifest(result: HostRender, settings: HostSettings) -> None:
 
 def render(hosts: list[HostSettings], out_dir: Path, facts_dir: Path | None = None, *,
            facts: Mapping[str, HostFacts] | None = None,
-           install_driver: Mapping[str, bool] | None = None) -> list[HostRender]:
+           checked: Mapping[str, HostPreflight] | None = None) -> list[HostRender]:
     """Render every host. Facts come from ``facts`` (read once by the caller), else ``facts_dir``, else assumed.
 
-    ``install_driver``: hosts whose NVIDIA driver preflight decided to install (written to host-vars.json).
+    ``checked``: preflight's result per host, when it ran (its decisions go to host-vars.json).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    install_driver = install_driver or {}
+    checked = checked or {}
     return [
         render_host(s, facts[s.host] if facts is not None else load_facts(facts_dir, s.host, s.module.pci_addresses(s)),
-                    out_dir, install_driver=install_driver.get(s.host, False))
+                    out_dir, checked=checked.get(s.host))
         for s in hosts
     ]

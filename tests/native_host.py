@@ -32,15 +32,20 @@ class _Quiet(SimpleHTTPRequestHandler):
         pass
 
 
+# The host as an LXC container on lxcbr0 sees it (lxc-net).
+LXC_HOST_IP = "10.0.3.1"
+
+
 @contextmanager
-def www_server() -> Iterator[str]:
-    """Serve $STATE/www on a free port of every interface; yield its URL as containers reach it."""
+def www_server(host_ip: str = DOCKER_HOST_IP) -> Iterator[str]:
+    """Serve $STATE/www on a free port of every interface; yield its URL as containers reach it
+    (Docker containers by default, LXC containers with host_ip=LXC_HOST_IP)."""
     handler = functools.partial(_Quiet, directory=str(STATE / "www"))
     server = ThreadingHTTPServer(("0.0.0.0", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://{DOCKER_HOST_IP}:{server.server_address[1]}"
+        yield f"http://{host_ip}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -89,7 +89,8 @@ class TargetModule:
 
     name: ClassVar[str]
     description: ClassVar[str]
-    # Whether `provision --target T` applies it in this version (else it renders and exits 5).
+    # Whether `provision --target T` applies it in this version (else it renders and exits 5);
+    # ``applies`` may narrow it per host (a backend not built yet).
     apply_ready: ClassVar[bool] = False
     files: ClassVar[tuple[FileSpec, ...]] = ()
     # Fact topics its files may read (facts.HostFacts.assumptions): only these assumptions are reported.
@@ -154,6 +155,10 @@ class TargetModule:
         return check_host_driver(settings, facts)
 
     # --- apply ------------------------------------------------------------------------------
+    def applies(self, settings: HostSettings) -> bool:
+        """Whether this host can be applied in this version."""
+        return self.apply_ready
+
     def place(self, settings: HostSettings) -> Place:
         """Where Ollama runs for this host and how it is reached."""
         raise NotImplementedError
@@ -166,10 +171,10 @@ class TargetModule:
         """The PCI functions this host's files name (their ids are read from the facts)."""
         return []
 
-    def host_vars(self, settings: HostSettings, install_driver: bool) -> dict[str, Any]:
+    def host_vars(self, settings: HostSettings, checked: HostPreflight | None) -> dict[str, Any]:
         """Role variables (by the roles' own names) for the play on the inventory host, read from
-        OUT/<host>/host-vars.json; ``install_driver`` is preflight's decision for the host's driver."""
-        return {"nvidia_host_install": install_driver, **settings.driver.role_vars()}
+        OUT/<host>/host-vars.json; ``checked`` is preflight's result for the host (None: it did not run)."""
+        return {"nvidia_host_install": bool(checked and checked.install_driver), **settings.driver.role_vars()}
 
     def service_vars(self, settings: HostSettings) -> dict[str, Any]:
         """Role variables of the shared service play at the place, read from OUT/<host>/service-vars.json.
@@ -183,18 +188,19 @@ class TargetModule:
         return {}
 
     # --- uninstall --------------------------------------------------------------------------
-    def uninstall_vars(self, purge: bool) -> dict[str, Any]:
-        """Extra variables (by role names) that make the target's playbook remove Ollama."""
+    def uninstall_vars(self, purge: bool, destroy: bool = False) -> dict[str, Any]:
+        """Extra variables (by role names) that make the target's playbook remove Ollama; ``destroy``
+        also removes the container or VM it runs in, where there is one."""
         return {"ollama_service_state": "absent", "ollama_service_purge": purge}
 
-    def uninstall_kept(self, purge: bool) -> str:
+    def uninstall_kept(self, purge: bool, destroy: bool = False) -> str:
         """What an uninstall keeps, for the report."""
         if purge:
             return "models, the ollama user and their data were removed too"
         return "the models directory and the ollama user were kept (--purge removes them)"
 
-    def not_built(self, what: str, rendered: str | None = None) -> str:
-        """The one line saying that a step is not built for this target yet."""
+    def not_built(self, what: str, rendered: str | None = None, settings: HostSettings | None = None) -> str:
+        """The one line saying that a step is not built for this target (or this host of it) yet."""
         if rendered:
             return (f"applying target {self.name} is not built in this version; the files are rendered in "
                     f"{rendered} for review (nothing on any host was changed)")

@@ -15,6 +15,7 @@ from .base import FileSpec, Place, TargetModule, service_files
 
 if TYPE_CHECKING:
     from ..facts import HostFacts
+    from ..preflight import HostPreflight
     from ..settings import HostSettings
 
 
@@ -34,6 +35,11 @@ class LxcSettings(BaseModel):
     lxc_passthrough: Literal["auto", "devN", "raw"] = "auto"
     lxc_bridge: str | None = None
     lxc_path: str = "/var/lib/lxc"
+    # Plain LXC: the container's root filesystem, a Debian tarball on the controller, else
+    # debootstrap from the distribution's mirror (no image-server download).
+    lxc_rootfs_tarball: str | None = None
+    lxc_debian_mirror: str = "http://deb.debian.org/debian"
+    lxc_debian_suite: str = "bookworm"
 
     @field_validator("lxc_name")
     @classmethod
@@ -51,6 +57,29 @@ class LxcSettings(BaseModel):
     @classmethod
     def _abs(cls, v: str) -> str:
         return fields.abs_path(v)
+
+    @field_validator("lxc_rootfs_tarball")
+    @classmethod
+    def _tarball(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.search(r"\.tar(\.(gz|xz|zst|bz2))?$|\.tgz$", v):
+            raise ValueError("must be a tar archive of a root filesystem (.tar, .tar.gz, .tar.xz, .tar.zst)")
+        return fields.abs_path(v)
+
+    @field_validator("lxc_debian_mirror")
+    @classmethod
+    def _mirror(cls, v: str) -> str:
+        if not re.match(r"^(https?|file)://", v):
+            raise ValueError("must be an http(s):// or file:// URL of a Debian mirror")
+        return v.rstrip("/")
+
+    @field_validator("lxc_debian_suite")
+    @classmethod
+    def _suite(cls, v: str) -> str:
+        if not re.match(r"^[a-z]+$", v):
+            raise ValueError("must be a Debian suite name like bookworm or trixie")
+        return v
 
     @property
     def is_proxmox(self) -> bool:
@@ -70,11 +99,8 @@ class LxcSettings(BaseModel):
 
     @property
     def lxc_template_name(self) -> str:
-        if self.lxc_template:
-            return self.lxc_template
-        if self.is_proxmox:
-            return "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
-        return "download:debian:bookworm:amd64"
+        """The Proxmox template volume the container is created from."""
+        return self.lxc_template or "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
 
 
 class ProxmoxSettings(BaseModel):
@@ -159,6 +185,8 @@ def check_lxc_config(text: str, source: str = "LXC config") -> None:
 class LxcTarget(TargetModule):
     name = "lxc"
     description = "Ollama in an LXC container (Proxmox VE or plain LXC) with the NVIDIA nodes passed in"
+    # Plain LXC is applied end to end; the Proxmox VE backend renders only, for now.
+    apply_ready = True
     settings_models = (LxcSettings, ProxmoxSettings)
     facts_used = ("all", "driver", "devices", "gids", "proxmox", "cgroup")
     service_scope = "guest"
@@ -224,11 +252,44 @@ class LxcTarget(TargetModule):
             return used - {"proxmox", "gids"}
         return used - {"cgroup"} if passthrough_style(settings, facts) == "devN" else used
 
+    def applies(self, settings: HostSettings) -> bool:
+        return not settings.is_proxmox
+
+    def not_built(self, what: str, rendered: str | None = None, settings: HostSettings | None = None) -> str:
+        if settings is not None and settings.is_proxmox:
+            where = f"; the files are rendered in {rendered} for review" if rendered else ""
+            return (f"host {settings.host!r}: {what if what != 'apply' else 'applying'} lxc_backend 'proxmox' is not "
+                    f"built in this version (plain LXC is: lxc_backend: lxc){where} (nothing on any host was changed)")
+        return super().not_built(what, rendered, settings)
+
+    def uninstall_vars(self, purge: bool, destroy: bool = False) -> dict[str, Any]:
+        return {**super().uninstall_vars(purge, destroy), "lxc_container_destroy": destroy}
+
+    def uninstall_kept(self, purge: bool, destroy: bool = False) -> str:
+        if destroy:
+            return "the container and everything in it, models included, were destroyed"
+        return super().uninstall_kept(purge, destroy) + "; the container was kept (--destroy removes it)"
+
+    def host_vars(self, settings: HostSettings, checked: HostPreflight | None) -> dict[str, Any]:
+        return {
+            **super().host_vars(settings, checked),
+            "lxc_container_name": settings.lxc_name,
+            "lxc_container_path": settings.lxc_path,
+            "lxc_container_unprivileged": settings.lxc_unprivileged,
+            "lxc_container_rootfs_tarball": settings.lxc_rootfs_tarball or "",
+            "lxc_container_debian_mirror": settings.lxc_debian_mirror,
+            "lxc_container_debian_suite": settings.lxc_debian_suite,
+        }
+
     def place(self, settings: HostSettings) -> Place:
         name = settings.lxc_name if not settings.is_proxmox else f"CT {settings.lxc_vmid} ({settings.lxc_name})"
-        # The container's own inventory name: unique per inventory host.
+        # The container's own name in the run's inventory: unique per inventory host. The LXC
+        # connection runs on the controller, which is then the LXC host. It gives the attached
+        # process a non-blocking stdin, so a pipelined module may read nothing and exit before it
+        # is written ("Broken pipe"): modules go through files instead.
         return Place(name=f"{settings.host}/ct-{settings.lxc_name}", description=f"container {name} on {settings.host}",
-                     connection={"ansible_connection": "community.general.lxc", "ansible_host": settings.lxc_name})
+                     connection={"ansible_connection": "community.general.lxc", "ansible_host": settings.lxc_name,
+                                 "ansible_python_interpreter": "/usr/bin/python3", "ansible_pipelining": False})
 
 
 TARGET = LxcTarget()

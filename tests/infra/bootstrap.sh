@@ -52,4 +52,9 @@ if [ ! -x "$STATE/rootfs/sbin/init" ]; then
     || { tail -30 "$STATE/logs/debootstrap.log"; exit 1; }
   mv "$STATE/rootfs.tmp" "$STATE/rootfs"
 fi
+# The same root as a tarball: what a plain-LXC container is created from (lxc_rootfs_tarball).
+if [ ! -s "$STATE/rootfs.tar" ] || [ "$STATE/rootfs" -nt "$STATE/rootfs.tar" ]; then
+  phase "rootfs: tarball $STATE/rootfs.tar"
+  tar -C "$STATE/rootfs" --numeric-owner -cf "$STATE/rootfs.tar.tmp" . && mv "$STATE/rootfs.tar.tmp" "$STATE/rootfs.tar"
+fi
 phase "done"
