@@ -202,9 +202,16 @@ class LxcTarget(TargetModule):
         "no-device-node": "pass the nodes in: devN entries (Proxmox VE >= 8.1) or lxc.mount.entry plus "
                           "lxc.cgroup2.devices.allow lines, then restart the container; `provision --target lxc` "
                           "renders them",
-        "nvidia-uvm-missing": "load nvidia-uvm on the host at boot (`nvidia-modprobe -u -c=0`, or nvidia-uvm in "
-                              "/etc/modules-load.d) and pass /dev/nvidia-uvm and /dev/nvidia-uvm-tools in with a "
-                              "cgroup rule for their major (`grep nvidia-uvm /proc/devices`)",
+        "nvidia-uvm-missing": "make the nodes at every host boot (`nvidia-modprobe -u -c=0` in a oneshot unit, which "
+                              "`provision --target lxc` installs) and pass /dev/nvidia-uvm and /dev/nvidia-uvm-tools "
+                              "in with a cgroup rule for their major (`grep nvidia-uvm /proc/devices`), then restart "
+                              "the container",
+        "device-denied": "add `lxc.cgroup2.devices.allow = c MAJOR:* rwm` for every NVIDIA major on the host (`grep "
+                         "nvidia /proc/devices`), or devN entries on Proxmox VE >= 8.1, then restart the container; "
+                         "`provision --target lxc` renders them from the host's facts",
+        "majors-differ": "render the container's rules and mounts from the host's discovered facts (`provision --target "
+                         "lxc` reads /proc/devices on every run), remove nodes made with mknod inside the container, "
+                         "then restart it",
         "nvidia-smi-missing": "install the NVIDIA user-space driver of exactly the host's version ({host_driver}) in "
                               "the container, without the kernel module "
                               "(`NVIDIA-Linux-x86_64-<version>.run --no-kernel-module`)",
@@ -273,6 +280,7 @@ class LxcTarget(TargetModule):
     def host_vars(self, settings: HostSettings, checked: HostPreflight | None) -> dict[str, Any]:
         return {
             **super().host_vars(settings, checked),
+            "lxc_gpu_enabled": bool(checked and not checked.cpu_only),
             "lxc_container_name": settings.lxc_name,
             "lxc_container_path": settings.lxc_path,
             "lxc_container_unprivileged": settings.lxc_unprivileged,
