@@ -85,13 +85,18 @@ class Evidence(BaseModel):
     nvidia_smi: NvidiaSmi | None = None
     proc_driver_version: str | None = None
     device_nodes: list[DeviceNode] | None = None
+    # What opening each node in the target gave: "ok", or the error ("Operation not permitted":
+    # the device cgroup refuses it; "No such device or address": no driver behind its major).
+    node_access: dict[str, str] = Field(default_factory=dict)
     cpu_flags: list[str] = Field(default_factory=list)
     cuda_visible_devices: str | None = None
     log: list[str] = Field(default_factory=list)
     # docker inspect of the container, where the place is one.
     docker: dict[str, Any] | None = None
-    # The host's kernel driver (from its facts), for a container or VM whose user space may differ.
+    # The host's kernel driver and device majors (from its facts), for a container whose user
+    # space or nodes may differ from them.
     host_driver_version: str | None = None
+    host_device_majors: dict[str, int] = Field(default_factory=dict)
     settings: ServerTuning = Field(default_factory=ServerTuning)
 
     # --- reading ----------------------------------------------------------------------------
@@ -140,8 +145,10 @@ class Evidence(BaseModel):
         return None
 
     # --- what the flow knows about the host -------------------------------------------------
-    def for_host(self, tuning: ServerTuning, host_driver_version: str | None) -> Evidence:
-        return self.model_copy(update={"settings": tuning, "host_driver_version": host_driver_version})
+    def for_host(self, tuning: ServerTuning, host_driver_version: str | None = None,
+                 host_device_majors: dict[str, int] | None = None) -> Evidence:
+        return self.model_copy(update={"settings": tuning, "host_driver_version": host_driver_version,
+                                       "host_device_majors": dict(host_device_majors or {})})
 
 
 def sections(text: str) -> dict[str, list[str]]:
@@ -192,6 +199,7 @@ def from_role(doc: dict[str, Any], target: str) -> Evidence:
                              stderr="" if smi_rc == 0 else smi_out, missing=smi_rc == 127),
         proc_driver_version="\n".join(raw.get("driver", [])) or None,
         device_nodes=parse_nodes(raw.get("nodes", [])),
+        node_access=dict(line.split(" ", 1) for line in raw.get("open", []) if " " in line),
         cpu_flags=cpu_flags_of(" ".join(raw.get("cpuinfo", []))),
         cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
         log=raw.get("log", []),

@@ -234,10 +234,11 @@ def verify_target(hosts: list[HostSettings], workspace: Workspace, runner: Runne
             f"no model to verify on {s.host}: set ollama_models or pass --model" if s.host not in plan
             else f"no evidence came back from {s.host}"))
         found = (facts or {}).get(s.host)
-        host_driver = found.nvidia_driver_version if found is not None and found.source == "discovered" else None
+        discovered = found if found is not None and found.source == "discovered" else None
         tuning = ServerTuning(context_length=s.ollama_context_length, num_parallel=s.ollama_num_parallel,
                               kv_cache_type=s.ollama_kv_cache_type)
-        verdicts.append(judge(ev.for_host(tuning, host_driver), expect=expect.get(s.host)))
+        verdicts.append(judge(ev.for_host(tuning, discovered and discovered.nvidia_driver_version,
+                                          discovered and discovered.device_majors), expect=expect.get(s.host)))
     return verdicts
 
 

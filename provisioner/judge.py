@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
 from .evidence import Evidence, GpuRow, parse_nvidia_smi
-from .facts import MIN_DRIVER_OLD_CC, driver_from_proc, driver_major, minimum_driver
+from .facts import MIN_DRIVER_OLD_CC, NVIDIA_MAJOR, driver_from_proc, driver_major, minimum_driver
 
 # Readers of the evidence formats, importable from here as before.
 __all__ = ["Cause", "GpuRow", "ModelVerdict", "RULES", "Verdict", "driver_from_proc", "judge",
@@ -161,6 +161,57 @@ def _no_nodes(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
                  "then check `ls -l /dev/nvidia*`")
 
 
+@rule("device-denied")
+def _denied(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
+    denied = [path for path, result in ev.node_access.items() if "Operation not permitted" in result]
+    if not denied:
+        return None
+    return Cause("device-denied", f"{', '.join(denied)} {'is' if len(denied) == 1 else 'are'} in the target but "
+                                  "opening refused by the device cgroup (Operation not permitted)",
+                 "allow the NVIDIA majors (`grep nvidia /proc/devices` on the host) in the target's device cgroup, "
+                 "then restart it")
+
+
+def _host_major(ev: Evidence, path: str) -> tuple[str, int] | None:
+    """The host's major for a node path: 195 for /dev/nvidiaN and nvidiactl, else the module's from /proc/devices."""
+    name = path.removeprefix("/dev/")
+    if name.startswith("nvidia-uvm"):
+        key = "nvidia-uvm"
+    elif name.startswith("nvidia-caps/"):
+        key = "nvidia-caps"
+    elif name.startswith("nvidia") and (name[6:] in ("ctl", "-modeset") or name[6:].isdigit()):
+        key = "nvidia-frontend"
+    else:
+        return None
+    major = ev.host_device_majors.get(key, NVIDIA_MAJOR if key == "nvidia-frontend" else None)
+    return (key, major) if major is not None else None
+
+
+@rule("majors-differ")
+def _majors(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
+    if not ev.host_device_majors:
+        return None
+    for node in ev.device_nodes or []:
+        host = _host_major(ev, node.path)
+        if host is not None and host[1] != node.major:
+            return Cause("majors-differ", f"{node.path} in the target has major {node.major} but the host's {host[0]} "
+                                          f"is {host[1]}: the node was made for another boot or another host",
+                         "remove nodes made by hand in the target and pass the host's nodes in with rules for the host's "
+                         "majors (`grep nvidia /proc/devices`), then restart the target")
+    return None
+
+
+@rule("no-driver-reachable")
+def _no_driver(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
+    nvml = "Failed to initialize NVML: Unknown Error"
+    if ev.proc_driver_version or not ev.nodes_known or not (nvml in ev.smi_text or ev.log_match(nvml)):
+        return None
+    return Cause("no-driver-reachable", f"nvidia-smi fails with '{nvml}' and the target has no "
+                                        "/proc/driver/nvidia/version: no NVIDIA kernel driver is reachable",
+                 "load the NVIDIA kernel driver on the host (`modprobe nvidia`, or nvidia_driver_install: true) and "
+                 "check that /proc/driver/nvidia/version exists there")
+
+
 @rule("docker-no-gpu-request")
 def _docker(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
     if not ev.docker:  # read only where the place is a container (docker inspect)
@@ -252,7 +303,9 @@ def _cuda_error(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
     # Ollama's C log has no newline after the code: "…device context 800time=…".
     m = ev.log_match(r"(?:failed to get device context|CUDA error|cuda error|error code)\D{0,20}(999|800|46)(?!\d)")
     if m is None:
-        if ev.log_match(r"Failed to initialize NVML: Unknown Error"):
+        nvml = "Failed to initialize NVML: Unknown Error"
+        # With no driver reachable at all, no-driver-reachable names it; here a driver is there.
+        if ev.proc_driver_version and (ev.log_match(nvml) or nvml in ev.smi_text):
             return Cause("cuda-error", "NVML lost the GPU (Failed to initialize NVML: Unknown Error)",
                          "set exec-opts native.cgroupdriver=cgroupfs in /etc/docker/daemon.json and restart the container")
         return None

@@ -232,6 +232,31 @@ def _too_big(doc):
     return doc
 
 
+def _denied(doc):
+    # dash's error for an open the device cgroup refuses, as the verification role records it.
+    doc["node_access"] = {"/dev/nvidia0": "Operation not permitted", "/dev/nvidiactl": "Operation not permitted",
+                          "/dev/nvidia-uvm": "ok"}
+    return on_cpu(doc)
+
+
+def _stale_uvm_major(doc):
+    # The host's /proc/devices says nvidia-uvm is 508 since its last boot; the container's node is 511.
+    doc["host_device_majors"] = {"nvidia-frontend": 195, "nvidia-uvm": 508}
+    return on_cpu(doc)
+
+
+def _nvml_without_driver(doc):
+    # Debian's nvidia-smi in a container that reaches no kernel driver (exit 255).
+    doc["nvidia_smi"] = {"rc": 255, "stdout": "", "stderr": "Failed to initialize NVML: Unknown Error"}
+    doc["proc_driver_version"] = None
+    return on_cpu(doc)
+
+
+def _nvml_with_driver(doc):
+    doc["nvidia_smi"] = {"rc": 255, "stdout": "", "stderr": "Failed to initialize NVML: Unknown Error"}
+    return on_cpu(doc)
+
+
 CASES = [
     ("native", _no_gpu, "no-device-node", "no NVIDIA GPU visible in the target", "nvidia_driver_install"),
     ("docker", _no_gpu, "no-device-node", "no NVIDIA GPU visible in the target", "nvidia-ctk runtime configure"),
@@ -252,6 +277,13 @@ CASES = [
     ("docker", _nvml_unknown, "cuda-error", "Failed to initialize NVML: Unknown Error", "cgroupfs"),
     ("native", _hidden, "cuda-visible-devices", "CUDA_VISIBLE_DEVICES=-1", "ollama_cuda_visible_devices"),
     ("native", _too_big, "vram-too-small", "needs 30.0 GiB", "smaller quantisation"),
+    ("lxc", _denied, "device-denied", "/dev/nvidia0, /dev/nvidiactl are in the target but opening refused by the "
+     "device cgroup (Operation not permitted)", "lxc.cgroup2.devices.allow = c MAJOR:* rwm"),
+    ("lxc", _stale_uvm_major, "majors-differ", "/dev/nvidia-uvm in the target has major 511 but the host's nvidia-uvm "
+     "is 508", "remove nodes made with mknod inside the container"),
+    ("lxc", _nvml_without_driver, "no-driver-reachable", "no /proc/driver/nvidia/version: no NVIDIA kernel driver is "
+     "reachable", "modprobe nvidia"),
+    ("docker", _nvml_with_driver, "cuda-error", "NVML lost the GPU", "cgroupfs"),
 ]
 
 

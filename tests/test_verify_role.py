@@ -31,6 +31,10 @@ NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.90.07  Fri May 31 09:35:42 U
 /dev/nvidia0 c3 0
 /dev/nvidiactl c3 ff
 /dev/nvidia-uvm 1ff 0
+### open
+/dev/nvidia0 ok
+/dev/nvidiactl ok
+/dev/nvidia-uvm ok
 ### cpuinfo
 flags\t\t: fpu sse4_2 avx f16c avx2 fma
 ### env
@@ -81,3 +85,13 @@ def test_a_missing_model_and_an_unreachable_server_give_no_verdict():
     down = {**RECORDED, "version_status": -1, "version_error": "Connection refused", "load_status": None}
     verdict = judge(evidence_from_role(down, "native"))
     assert verdict.exit_code == 3 and "server unreachable" in verdict.reason and "Connection refused" in verdict.reason
+
+
+def test_a_node_the_device_cgroup_refuses_is_read_from_the_role_s_open_section():
+    doc = copy.deepcopy(RECORDED)
+    # dash prints "sh: 1: cannot open /dev/nvidia0: Operation not permitted"; the role keeps the text after ": ".
+    doc["raw"] = GPU_RAW.replace("/dev/nvidia0 ok", "/dev/nvidia0 Operation not permitted")
+    ev = evidence_from_role(doc, "lxc")
+    assert ev["node_access"] == {"/dev/nvidia0": "Operation not permitted", "/dev/nvidiactl": "ok",
+                                 "/dev/nvidia-uvm": "ok"}
+    assert [c.rule for c in judge(ev).causes][0] == "device-denied"
