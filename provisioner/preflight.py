@@ -27,6 +27,8 @@ class HostPreflight:
     install_driver: bool = False
     # No NVIDIA GPU: the install is for CPU and the verification expects "100% CPU".
     cpu_only: bool = False
+    # The host's NVIDIA kernel driver version (what a container's user space must match).
+    driver_version: str | None = None
 
 
 def check_host_driver(settings: HostSettings, facts: HostFacts) -> HostPreflight:
@@ -34,6 +36,7 @@ def check_host_driver(settings: HostSettings, facts: HostFacts) -> HostPreflight
     result = HostPreflight(settings.host)
     gpus = [d.address for d in facts.pci_devices if d.vendor_id == NVIDIA_VENDOR_ID]
     driver = facts.nvidia_driver_version
+    result.driver_version = driver
     if not gpus and not driver:
         result.cpu_only = True
         result.notes.append(f"{settings.host}: no NVIDIA GPU found (no PCI device of vendor 10de, no driver): "

@@ -40,6 +40,10 @@ class LxcSettings(BaseModel):
     lxc_rootfs_tarball: str | None = None
     lxc_debian_mirror: str = "http://deb.debian.org/debian"
     lxc_debian_suite: str = "bookworm"
+    # The NVIDIA user space inside, when Debian's packages are not the host driver's version:
+    # NVIDIA-Linux-x86_64-<version>.run by URL or controller path, and its sha256.
+    lxc_nvidia_installer: str | None = None
+    lxc_nvidia_installer_sha256: str | None = None
 
     @field_validator("lxc_name")
     @classmethod
@@ -73,6 +77,23 @@ class LxcSettings(BaseModel):
         if not re.match(r"^(https?|file)://", v):
             raise ValueError("must be an http(s):// or file:// URL of a Debian mirror")
         return v.rstrip("/")
+
+    @field_validator("lxc_nvidia_installer")
+    @classmethod
+    def _installer(cls, v: str | None) -> str | None:
+        if v is None or v.startswith("/") or re.match(r"^https?://", v):
+            return v
+        raise ValueError("must be an http(s):// URL or an absolute path on the controller of NVIDIA-Linux-x86_64-<version>.run")
+
+    @field_validator("lxc_nvidia_installer_sha256")
+    @classmethod
+    def _installer_sha(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.strip().lower().removeprefix("sha256:")
+        if not re.fullmatch(r"[0-9a-f]{64}", v):
+            raise ValueError("must be 64 hexadecimal digits (optionally prefixed 'sha256:')")
+        return v
 
     @field_validator("lxc_debian_suite")
     @classmethod
@@ -225,6 +246,8 @@ class LxcTarget(TargetModule):
         if not settings.is_proxmox and settings.lxc_passthrough == "devN":
             problems.append("lxc_passthrough='devN' exists only on Proxmox VE >= 8.1; use 'raw' or 'auto' "
                             "with lxc_backend: lxc")
+        if (settings.lxc_nvidia_installer is None) != (settings.lxc_nvidia_installer_sha256 is None):
+            problems.append("lxc_nvidia_installer and lxc_nvidia_installer_sha256 go together; set both or neither")
         if (settings.lxc_proxmox_api_token_id is None) != (settings.lxc_proxmox_api_token_secret is None):
             problems.append("lxc_proxmox_api_token_id and lxc_proxmox_api_token_secret go together; "
                             "set both or neither")
@@ -262,6 +285,16 @@ class LxcTarget(TargetModule):
     def applies(self, settings: HostSettings) -> bool:
         return not settings.is_proxmox
 
+    def preflight(self, settings: HostSettings, facts: HostFacts) -> HostPreflight:
+        result = super().preflight(settings, facts)
+        if result.cpu_only:
+            result.notes.append(f"{settings.host}: no NVIDIA user space is installed in the container "
+                                "(the host has no NVIDIA GPU)")
+        elif result.driver_version:
+            result.notes.append(f"{settings.host}: the container gets the NVIDIA user space of exactly the host's "
+                                f"driver {result.driver_version} (no kernel module)")
+        return result
+
     def not_built(self, what: str, rendered: str | None = None, settings: HostSettings | None = None) -> str:
         if settings is not None and settings.is_proxmox:
             where = f"; the files are rendered in {rendered} for review" if rendered else ""
@@ -281,6 +314,9 @@ class LxcTarget(TargetModule):
         return {
             **super().host_vars(settings, checked),
             "lxc_gpu_enabled": bool(checked and not checked.cpu_only),
+            "nvidia_userspace_version": (checked.driver_version or "") if checked and not checked.cpu_only else "",
+            "nvidia_userspace_installer": settings.lxc_nvidia_installer or "",
+            "nvidia_userspace_installer_sha256": settings.lxc_nvidia_installer_sha256 or "",
             "lxc_container_name": settings.lxc_name,
             "lxc_container_path": settings.lxc_path,
             "lxc_container_unprivileged": settings.lxc_unprivileged,
