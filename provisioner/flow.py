@@ -124,6 +124,11 @@ def read_facts(workspace: Workspace, hosts: list[HostSettings], discovered: bool
     return {s.host: load_facts(source, s.host, s.module.pci_addresses(s)) for s in hosts}
 
 
+def _not_applicable(hosts: list[HostSettings]) -> HostSettings | None:
+    """The first host that cannot be applied in this version (its target or backend is render-only)."""
+    return next((s for s in hosts if not s.module.applies(s)), None)
+
+
 def _load(command: str, target: Target, inventory: Path, limit: str | None) -> tuple[FlowResult, list[HostSettings]]:
     """The hosts of ``target``, validated; a failure carries an empty result (nothing was touched)."""
     result = FlowResult(command, Target(target))
@@ -153,11 +158,11 @@ def run_flow(*, target: Target, inventory: Path, limit: str | None = None, works
     display.line(f"validated {len(hosts)} host(s) of target {target}: {', '.join(h.host for h in hosts)}")
     runner = runner or AnsibleRunner(workspace, inventory, display)
     rendered = workspace.rendered(module.name)
-    blocked = [s for s in hosts if not module.applies(s)]
+    blocked = _not_applicable(hosts)
     try:
         checked: dict[str, HostPreflight] = {}
         cpu_only: set[str] = set()
-        if not blocked:  # what cannot be applied yet is only rendered, offline
+        if blocked is None:  # what cannot be applied yet is only rendered, offline
             if not facts_given:
                 display.line("discover: reading each host's GPU, driver and device facts (read-only)")
                 discover(workspace, runner, hosts, limit=limit)
@@ -178,8 +183,8 @@ def run_flow(*, target: Target, inventory: Path, limit: str | None = None, works
             result.host(r.host).files = [str(f.path) for f in r.files]
             display.line(f"rendered {len(r.files)} files for {r.host} in {r.directory}")
         result.steps.append("render")
-        if blocked:
-            raise NotBuiltYet(module.not_built("apply", str(rendered), blocked[0]))
+        if blocked is not None:
+            raise NotBuiltYet(module.not_built("apply", str(rendered), blocked))
 
         run = runner.run(module.playbook, limit=host_limit(hosts, limit), check=check, diff=diff,
                          extravars=playbook_vars(hosts, provision_rendered_dir=str(rendered.resolve())))
@@ -221,9 +226,9 @@ def verify_target(hosts: list[HostSettings], workspace: Workspace, runner: Runne
     from .verify import gather_ansible
 
     module = hosts[0].module
-    blocked = [s for s in hosts if not module.applies(s)]
-    if blocked:  # its place does not exist yet: nothing to reach
-        raise NotBuiltYet(module.not_built("verifying", settings=blocked[0]))
+    blocked = _not_applicable(hosts)
+    if blocked is not None:  # its place does not exist yet: nothing to reach
+        raise NotBuiltYet(module.not_built("verifying", settings=blocked))
     expect = expect or {}
     plan = {s.host: {"model": model or s.ollama_models[0].name, "api_url": s.api_url}
             for s in hosts if model or s.ollama_models}
@@ -255,9 +260,9 @@ def run_uninstall(*, target: Target, inventory: Path, limit: str | None = None, 
     module = hosts[0].module
     runner = runner or AnsibleRunner(workspace, inventory, display)
     try:
-        blocked = [s for s in hosts if not module.applies(s)]
-        if blocked:
-            raise NotBuiltYet(module.not_built("uninstalling", settings=blocked[0]))
+        blocked = _not_applicable(hosts)
+        if blocked is not None:
+            raise NotBuiltYet(module.not_built("uninstalling", settings=blocked))
         role_vars = workspace.new_run_dir("uninstall-vars")
         for s in hosts:
             write_role_vars(s, role_vars / s.host, None)

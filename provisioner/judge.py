@@ -166,8 +166,9 @@ def _denied(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
     denied = [path for path, result in ev.node_access.items() if "Operation not permitted" in result]
     if not denied:
         return None
-    return Cause("device-denied", f"{', '.join(denied)} {'is' if len(denied) == 1 else 'are'} in the target but "
-                                  "opening refused by the device cgroup (Operation not permitted)",
+    return Cause("device-denied", f"{', '.join(denied)} {'is' if len(denied) == 1 else 'are'} in the target but the "
+                                  f"device cgroup refuses to open {'it' if len(denied) == 1 else 'them'} "
+                                  "(Operation not permitted)",
                  "allow the NVIDIA majors (`grep nvidia /proc/devices` on the host) in the target's device cgroup, "
                  "then restart it")
 

@@ -277,8 +277,8 @@ CASES = [
     ("docker", _nvml_unknown, "cuda-error", "Failed to initialize NVML: Unknown Error", "cgroupfs"),
     ("native", _hidden, "cuda-visible-devices", "CUDA_VISIBLE_DEVICES=-1", "ollama_cuda_visible_devices"),
     ("native", _too_big, "vram-too-small", "needs 30.0 GiB", "smaller quantisation"),
-    ("lxc", _denied, "device-denied", "/dev/nvidia0, /dev/nvidiactl are in the target but opening refused by the "
-     "device cgroup (Operation not permitted)", "lxc.cgroup2.devices.allow = c MAJOR:* rwm"),
+    ("lxc", _denied, "device-denied", "/dev/nvidia0, /dev/nvidiactl are in the target but the device cgroup refuses "
+     "to open them (Operation not permitted)", "lxc.cgroup2.devices.allow = c MAJOR:* rwm"),
     ("lxc", _stale_uvm_major, "majors-differ", "/dev/nvidia-uvm in the target has major 511 but the host's nvidia-uvm "
      "is 508", "remove nodes made with mknod inside the container"),
     ("lxc", _nvml_without_driver, "no-driver-reachable", "no /proc/driver/nvidia/version: no NVIDIA kernel driver is "
