@@ -132,3 +132,62 @@ def test_the_proxmox_backend_is_rendered_and_said_not_built(tmp_path, provision,
     result = provision("--target", "lxc", "-i", inv)
     assert result.exit_code == 5
     assert "lxc_backend 'proxmox' is not built in this version" in result.output
+
+
+# --- device rules from the host's facts, enforced ------------------------------------------
+# This host is cgroup v1, where lxc.cgroup2.devices.allow is not enforced; as on a cgroup2 host
+# it is when the container starts in a cgroup2-only view (../shared/ENVIRONMENT.md). That view
+# is a fixture of this test host, given as the role's start command; the product never writes it.
+CGROUP2_VIEW = ("unshare -m --propagation private sh -c 'umount -l /sys/fs/cgroup; "
+                "mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec lxc-start \"$@\"' lxc-start")
+UVM_MAJOR = 240  # a dynamic major as /proc/devices would give it
+NODES = [("/dev/nvidia0", 195, 0), ("/dev/nvidiactl", 195, 255), ("/dev/nvidia-uvm", UVM_MAJOR, 0)]
+DECOY = ("/dev/oprov-decoy", 196, 0)
+
+
+@pytest.fixture
+def gpu_nodes():
+    """/dev/nvidia* nodes made with mknod: real majors, no driver behind them (opening gives ENXIO)."""
+    import os
+
+    if any(Path(p).exists() for p, _, _ in NODES):
+        pytest.skip("this host has real NVIDIA device nodes; the mknod test would shadow them")
+    for path, major, minor in [*NODES, DECOY]:
+        os.mknod(path, 0o20666, os.makedev(major, minor))
+    try:
+        yield
+    finally:
+        for path, _, _ in [*NODES, DECOY]:
+            Path(path).unlink(missing_ok=True)
+
+
+def test_the_rendered_device_rules_use_the_hosts_majors_and_are_enforced(name, www, tmp_path, provision, gpu_nodes):
+    inv = write_lxc_inventory(tmp_path / "inv", name, www, lxc_container_start_command=CGROUP2_VIEW)
+    facts = tmp_path / "facts"
+    assert provision("discover", "-t", "lxc", "-i", inv, "--facts", facts).exit_code == 0
+    found = json.loads((facts / "lxchost.json").read_text())
+    assert {(n["path"], n["major"]) for n in found["nvidia_device_nodes"]} == {(p, ma) for p, ma, _ in NODES}
+    # The test host's fixture, as facts: containers run in a cgroup2 view without cpu/memory
+    # controllers, and the uvm module (not loaded here) has the major of its node.
+    found.update(cgroup_version=2, cgroup_controllers=[], device_majors={"nvidia-uvm": UVM_MAJOR, "nvidia-caps": 241})
+    (facts / "lxchost.json").write_text(json.dumps(found))
+
+    result = provision("--target", "lxc", "-i", inv, "--facts", facts)
+    assert result.exit_code == 0, result.output
+    config = Path(f"/var/lib/lxc/{name}/config").read_text()
+    for major in (195, UVM_MAJOR, 241):
+        assert f"lxc.cgroup2.devices.allow = c {major}:* rwm" in config
+    assert "lxc.mount.entry = /dev/nvidia-uvm dev/nvidia-uvm none bind,optional,create=file" in config
+    listing = inside(name, "ls -l /dev/nvidia0 /dev/nvidiactl /dev/nvidia-uvm")
+    assert "195,   0" in listing and "195, 255" in listing and f"{UVM_MAJOR},   0" in listing
+    for node in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"):
+        opened = _run("lxc-attach", "-n", name, "--", "head", "-c1", node, check=False)
+        assert "No such device or address" in opened.stderr, (node, opened.stderr)
+
+    # A node of another major, bind-mounted the same way, is refused: the rules are enforced.
+    with open(f"/var/lib/lxc/{name}/config", "a") as f:
+        f.write(f"lxc.mount.entry = {DECOY[0]} dev/oprov-decoy none bind,optional,create=file\n")
+    _run("lxc-stop", "-n", name, "-t", "10")
+    _run("sh", "-c", f"{CGROUP2_VIEW} -n {name}")
+    decoy = _run("lxc-attach", "-n", name, "--", "head", "-c1", "/dev/oprov-decoy", check=False)
+    assert "Operation not permitted" in decoy.stderr, decoy.stderr

@@ -58,7 +58,9 @@ def test_lxc_rules_use_the_majors_of_the_hosts_facts(tmp_path):
     (result,) = render([s], tmp_path / "out", facts_dir)
     config = (result.directory / "host/var/lib/lxc/ai/config").read_text()
     allows = [line for line in config.splitlines() if line.startswith("lxc.cgroup2.devices.allow")]
-    assert allows == [f"lxc.cgroup2.devices.allow = c {m}:* rwm" for m in (195, 234, 237)]
+    standard = [f"lxc.cgroup2.devices.allow = c {n} rwm" for n in ("1:3", "1:5", "1:7", "1:8", "1:9", "5:0", "5:1",
+                                                                     "5:2", "136:*")]
+    assert allows == standard + [f"lxc.cgroup2.devices.allow = c {m}:* rwm" for m in (195, 234, 237)]
     assert "lxc.mount.entry = /dev/nvidia-caps dev/nvidia-caps none bind,optional,create=dir" in config
     assert "memory.max" not in config and "cpu.max" not in config
     assert result.facts_source == "discovered"
