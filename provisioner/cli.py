@@ -357,8 +357,8 @@ def list_targets() -> None:
     from .targets import MODULES
 
     for t in MODULES.values():
-        state = "apply ready" if t.apply_ready else "render only"
-        typer.echo(f"{t.name:7} {'group ' + repr(t.group) + ',':16} playbooks/{t.playbook:11} {state:12} {t.description}")
+        typer.echo(f"{t.name:7} {'group ' + repr(t.group) + ',':16} playbooks/{t.playbook:11} {t.description}")
+        typer.echo(f"{'':7} {t.status}")
 
 
 def _version(value: bool) -> None:

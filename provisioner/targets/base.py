@@ -109,6 +109,11 @@ class TargetModule:
     service_scope: ClassVar[str] = "host"
 
     @property
+    def status(self) -> str:
+        """What this version does with the target, for `provision targets`."""
+        return "apply ready" if self.apply_ready else "render only"
+
+    @property
     def group(self) -> str:
         """The inventory group whose members carry this target."""
         return self.name

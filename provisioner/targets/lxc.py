@@ -282,6 +282,8 @@ class LxcTarget(TargetModule):
             return used - {"proxmox", "gids"}
         return used - {"cgroup"} if passthrough_style(settings, facts) == "devN" else used
 
+    status = "apply ready for plain LXC; Proxmox VE render only"
+
     def applies(self, settings: HostSettings) -> bool:
         return not settings.is_proxmox
 
