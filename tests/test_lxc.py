@@ -191,3 +191,41 @@ def test_the_rendered_device_rules_use_the_hosts_majors_and_are_enforced(name, w
     _run("sh", "-c", f"{CGROUP2_VIEW} -n {name}")
     decoy = _run("lxc-attach", "-n", name, "--", "head", "-c1", "/dev/oprov-decoy", check=False)
     assert "Operation not permitted" in decoy.stderr, decoy.stderr
+
+
+def test_a_host_without_lxc_is_refused_before_anything_changes(tmp_path):
+    """Role lxc_container on a real systemd host that has no LXC installed."""
+    from provisioner.errors import ApplyError
+    from provisioner.progress import Quiet
+    from provisioner.runner import AnsibleRunner
+    from provisioner.workspace import Workspace
+    from tests.native_host import sh, systemd_container
+
+    with systemd_container("op-nolxc") as host:
+        (tmp_path / "inv.yml").write_text(
+            f"all:\n  hosts:\n    {host}:\n      ansible_connection: community.docker.docker\n"
+            f"      ansible_python_interpreter: /usr/bin/python3\n")
+        (tmp_path / "play.yml").write_text(
+            "- hosts: all\n  gather_facts: false\n  roles:\n    - role: lxc_container\n"
+            "      lxc_container_config_src: /nonexistent\n")
+        before = sh(host, "ls -A /var/lib")
+        with pytest.raises(ApplyError) as err:
+            AnsibleRunner(Workspace(tmp_path / "state"), tmp_path / "inv.yml", Quiet()).run(str(tmp_path / "play.yml"))
+        assert f"LXC is not installed on {host} (no lxc-info): install it (apt-get install lxc)" in err.value.message
+        assert "nothing was changed" in err.value.details[0]
+        assert sh(host, "ls -A /var/lib") == before
+
+
+def test_a_container_that_gets_no_address_says_what_was_seen(name, www, tmp_path, provision):
+    """A bridge with no DHCP server behind it: the wait ends with what lxc-info showed."""
+    bridge = f"opbr{name[-6:]}"
+    _run("ip", "link", "add", bridge, "type", "bridge")
+    _run("ip", "link", "set", bridge, "up")
+    try:
+        inv = write_lxc_inventory(tmp_path / "inv", name, www, lxc_bridge=bridge, lxc_container_start_timeout=12)
+        result = provision("--target", "lxc", "-i", inv)
+        assert result.exit_code == 4, result.output
+        assert f"container {name} on lxchost got no IPv4 address within 6s (lxc-info -iH showed: '')" in result.output
+        assert "is a DHCP server answering on its bridge" in result.output
+    finally:
+        _run("ip", "link", "del", bridge, check=False)
