@@ -285,7 +285,8 @@ class HostSettings:
 
     ``host`` and ``target`` come from where the host sits in the inventory, ``address``
     from its ``ansible_host``. Each flat inventory name reads through to its concern
-    (``settings.lxc_vmid``), and so does each concern's derived value.
+    (``settings.lxc_vmid``), and so does each concern's derived value and each value the host's
+    target derives across concerns (TargetModule.derived).
     """
 
     def __init__(self, host: str, target: Target, address: str | None, concerns: tuple[BaseModel, ...]) -> None:
@@ -303,6 +304,8 @@ class HostSettings:
         for concern in self.concerns:
             if name in type(concern).model_fields or isinstance(getattr(type(concern), name, None), property):
                 return getattr(concern, name)
+        if name in self.module.derived:
+            return self.module.derived[name](self)
         raise AttributeError(f"{self!r} has no setting or derived value {name!r}")
 
     def __repr__(self) -> str:
@@ -397,18 +400,12 @@ def build_settings(host: str, target: Target, variables: dict[str, Any],
     for name, close in unknown_variables(variables):
         hint = f"; did you mean {close}?" if close else "; see the inventory reference in README.md"
         problems.append(f"host {host!r}: unknown variable {name}{hint}")
-    # A concern may derive values from an earlier one (the image tag follows the Ollama version).
-    context: dict[str, Any] = {"host": host}
     concerns: list[BaseModel] = []
     for model in CONCERNS:
         try:
-            concern = model.model_validate(variables, context=context)
+            concerns.append(model.model_validate(variables))
         except ValidationError as exc:
             problems.extend(format_validation_error(host, exc))
-            continue
-        concerns.append(concern)
-        if isinstance(concern, OllamaSettings):
-            context["ollama"] = concern
     if problems:
         raise SettingsError(problems[0], details=problems[1:])
     settings = HostSettings(host, target, address, tuple(concerns))

@@ -19,7 +19,7 @@ service play); a module overrides only what differs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -97,6 +97,9 @@ class TargetModule:
     facts_used: ClassVar[tuple[str, ...]] = ()
     # The target's own settings concerns (pydantic models with flat inventory names).
     settings_models: ClassVar[tuple[type[BaseModel], ...]] = ()
+    # Values derived across concerns (a docker tag from the Ollama version, a Proxmox node from the
+    # host's name), read as settings.<name> for hosts of this target.
+    derived: ClassVar[Mapping[str, Callable[[HostSettings], Any]]] = {}
     # Ollama runs on a virtual CPU whose flags the target chooses (the judge's AVX rule).
     virtual_cpu: ClassVar[bool] = False
     # Fix text per cause the judge names, where this target's fix differs from the generic one.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from .. import fields
 from .base import FileSpec, Place, TargetModule
@@ -25,8 +25,6 @@ class DockerSettings(BaseModel):
     ollama_docker_project_dir: str = "/opt/ollama"
     ollama_docker_gpus: str = "all"
 
-    _ollama_version: str | None = PrivateAttr(default=None)
-
     @field_validator("ollama_docker_project_dir")
     @classmethod
     def _abs(cls, v: str) -> str:
@@ -39,17 +37,6 @@ class DockerSettings(BaseModel):
         if text == "all" or (text.isdigit() and int(text) > 0):
             return text
         raise ValueError("must be 'all' or a number of GPUs greater than 0")
-
-    @model_validator(mode="after")
-    def _version(self, info: ValidationInfo) -> DockerSettings:
-        # The image tag follows the Ollama release unless set: the server concern's version.
-        ollama = (info.context or {}).get("ollama")
-        self._ollama_version = ollama.ollama_version if ollama is not None else None
-        return self
-
-    @property
-    def docker_tag(self) -> str:
-        return self.ollama_docker_tag or self._ollama_version or "latest"
 
     @property
     def docker_volume_is_bind(self) -> bool:
@@ -64,6 +51,8 @@ class DockerTarget(TargetModule):
     name = "docker"
     description = "Ollama in a Docker container with the NVIDIA runtime and a GPU request"
     settings_models = (DockerSettings,)
+    # The image tag follows the Ollama release unless set.
+    derived = {"docker_tag": lambda s: s.ollama_docker_tag or s.ollama_version}
     files = (
         FileSpec("docker/compose.yaml.j2", "host", "{docker_project_dir}/compose.yaml"),
         FileSpec("docker/daemon.json.j2", "host", "/etc/docker/daemon.json",

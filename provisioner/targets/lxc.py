@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationInfo, field_validator, \
-    model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from .. import fields
 from ..errors import RenderError
@@ -138,17 +137,6 @@ class ProxmoxSettings(BaseModel):
     lxc_proxmox_node: str | None = None
     lxc_proxmox_storage: str = "local-lvm"
 
-    _host: str = PrivateAttr(default="")
-
-    @model_validator(mode="after")
-    def _inventory_host(self, info: ValidationInfo) -> ProxmoxSettings:
-        self._host = str((info.context or {}).get("host", ""))
-        return self
-
-    @property
-    def proxmox_node(self) -> str:
-        """The node's name: lxc_proxmox_node, else the inventory host's name up to the first dot."""
-        return self.lxc_proxmox_node or self._host.split(".")[0]
 
 
 # --- values the templates derive from settings and facts -----------------------------------------
@@ -209,6 +197,8 @@ class LxcTarget(TargetModule):
     # Plain LXC is applied end to end; the Proxmox VE backend renders only, for now.
     apply_ready = True
     settings_models = (LxcSettings, ProxmoxSettings)
+    # The Proxmox node's name: lxc_proxmox_node, else the inventory host's name up to the first dot.
+    derived = {"proxmox_node": lambda s: s.lxc_proxmox_node or s.host.split(".")[0]}
     facts_used = ("all", "driver", "devices", "gids", "proxmox", "cgroup")
     service_scope = "guest"
     files = (
