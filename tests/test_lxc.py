@@ -105,6 +105,18 @@ def test_plain_lxc_container_created_ollama_inside_verified_rerun_changes_nothin
     assert again.exit_code == 0, again.output
     assert "changed 0 thing(s) on lxchost" in again.output
 
+    # A changed server setting rewrites the drop-in and restarts Ollama, not the container.
+    booted = inside(name, "cat /proc/1/stat | cut -d' ' -f22")
+    write_lxc_inventory(tmp_path / "inv", name, www, ollama_context_length=4096)
+    changed = provision("--target", "lxc", "-i", inv)
+    assert changed.exit_code == 0, changed.output
+    assert "Install the rendered drop-in with the server's settings" in changed.output
+    assert "Restart Ollama on the new version or settings" in changed.output
+    assert "Start the container" not in changed.output and "Stop the container" not in changed.output
+    assert inside(name, "cat /proc/1/stat | cut -d' ' -f22") == booted
+    assert 'Environment="OLLAMA_CONTEXT_LENGTH=4096"' in inside(
+        name, "cat /etc/systemd/system/ollama.service.d/override.conf")
+
     blobs = inside(name, f"ls {MODELS}/blobs")
     removed = provision("uninstall", "--target", "lxc", "-i", inv)
     assert removed.exit_code == 0, removed.output
