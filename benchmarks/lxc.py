@@ -16,13 +16,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.native import timed  # noqa: E402
 from provisioner import inventory as inv  # noqa: E402
 from provisioner.progress import Quiet  # noqa: E402
 from provisioner.render import render  # noqa: E402
@@ -42,12 +42,6 @@ def floor_play(name: str) -> str:
             f"        ansible_python_interpreter: /usr/bin/python3\n        ansible_pipelining: false\n"
             f"      changed_when: false\n"
             f"- name: Floor in the container\n  hosts: floor\n  gather_facts: true\n  tasks: []\n")
-
-
-def timed(runner: AnsibleRunner, playbook: str, **extravars) -> float:
-    started = time.perf_counter()
-    runner.run(playbook, extravars=extravars)
-    return time.perf_counter() - started
 
 
 def main() -> None:

@@ -23,9 +23,8 @@ sys.path.insert(0, str(ROOT))
 from provisioner import inventory as inv  # noqa: E402
 from provisioner.progress import Quiet  # noqa: E402
 from provisioner.render import render  # noqa: E402
-from provisioner.runner import AnsibleRunner  # noqa: E402
+from provisioner.runner import AnsibleRunner, playbook_vars  # noqa: E402
 from provisioner.targets import Target  # noqa: E402
-from provisioner.verify import places  # noqa: E402
 from provisioner.workspace import Workspace  # noqa: E402
 from tests.native_host import systemd_container, write_native_inventory, www_server  # noqa: E402
 
@@ -52,7 +51,7 @@ def main() -> None:
         render(hosts, rendered, None)
         floor_play = work / "floor.yml"
         floor_play.write_text(FLOOR_PLAY)
-        extra = {"provision_group": "native", "provision_rendered_dir": str(rendered), "provision_places": places(hosts)}
+        extra = playbook_vars(hosts, provision_rendered_dir=str(rendered))
         runner = AnsibleRunner(workspace, inventory, Quiet())
 
         floors = [timed(runner, str(floor_play)) for _ in range(args.runs)]
