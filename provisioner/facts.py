@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .settings import HostSettings
 
 NVIDIA_MAJOR = 195  # fixed by NVIDIA: /dev/nvidia0…, /dev/nvidiactl, /dev/nvidia-modeset
 # CPU flags that decide whether Ollama's CPU and GPU runners can work (AVX gating, ollama#2187).
@@ -207,3 +210,11 @@ def load_facts(facts_dir: Path | None, host: str, pci_addresses: list[str] | Non
             facts.group_gids[name] = gid
             facts.assumptions.append(("gids", f"group {name} not found; assumed gid {gid}"))
     return facts
+
+
+def load_hosts_facts(facts_dir: Path | None, hosts: list[HostSettings]) -> dict[str, HostFacts]:
+    """Each host's facts, read once: from ``facts_dir`` (discovered), else the documented assumptions.
+
+    The PCI functions a host's files name come from its target (TargetModule.pci_addresses).
+    """
+    return {s.host: load_facts(facts_dir, s.host, s.module.pci_addresses(s)) for s in hosts}

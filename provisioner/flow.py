@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from . import inventory as inv
 from .errors import ApplyError, NotBuiltYet, ProvisionError
 from .evidence import Evidence, ServerTuning
-from .facts import HostFacts, load_facts
+from .facts import HostFacts, load_hosts_facts
 from .judge import Verdict
 from .preflight import HostPreflight
 from .progress import Display
@@ -94,10 +94,11 @@ def _owners(hosts: list[HostSettings]) -> dict[str, str]:
 
 def _record_changes(result: FlowResult, run: RunResult, hosts: list[HostSettings]) -> None:
     """Each host's changes: on the host itself and at its place (the service play runs there)."""
-    for host in result.hosts:
-        host.changes = 0
+    changes = dict.fromkeys((h.host for h in result.hosts), 0)
     for name, owner in _owners(hosts).items():  # a place that is the host itself is one name
-        result.host(owner).changes = (result.host(owner).changes or 0) + run.changed(name)
+        changes[owner] += run.changed(name)
+    for host in result.hosts:
+        host.changes = changes[host.host]
 
 
 def _failed(result: FlowResult, exc: ProvisionError, hosts: list[HostSettings], runner: Runner | None) -> ProvisionError:
@@ -116,12 +117,6 @@ def _failed(result: FlowResult, exc: ProvisionError, hosts: list[HostSettings], 
             _record_changes(result, exc.run, hosts)
     exc.result = result
     return exc
-
-
-def read_facts(workspace: Workspace, hosts: list[HostSettings], discovered: bool) -> dict[str, HostFacts]:
-    """Each host's facts, read once: from the workspace's facts directory, or assumed when not ``discovered``."""
-    source = workspace.facts if discovered else None
-    return {s.host: load_facts(source, s.host, s.module.pci_addresses(s)) for s in hosts}
 
 
 def _not_applicable(hosts: list[HostSettings]) -> HostSettings | None:
@@ -167,7 +162,7 @@ def run_flow(*, target: Target, inventory: Path, limit: str | None = None, works
                 display.line("discover: reading each host's GPU, driver and device facts (read-only)")
                 discover(workspace, runner, hosts, limit=limit)
                 result.steps.append("discover")
-            facts = read_facts(workspace, hosts, discovered=True)
+            facts = load_hosts_facts(workspace.facts, hosts)
             for p in preflight_check([(s, facts[s.host]) for s in hosts]):
                 result.host(p.host).preflight = [*p.notes, *p.problems]
                 checked[p.host] = p
@@ -178,7 +173,7 @@ def run_flow(*, target: Target, inventory: Path, limit: str | None = None, works
             refuse(list(checked.values()))
             result.steps.append("preflight")
         else:
-            facts = read_facts(workspace, hosts, discovered=facts_given)
+            facts = load_hosts_facts(workspace.facts if facts_given else None, hosts)
         for r in render(hosts, rendered, facts=facts, checked=checked):
             result.host(r.host).files = [str(f.path) for f in r.files]
             display.line(f"rendered {len(r.files)} files for {r.host} in {r.directory}")
@@ -293,7 +288,7 @@ def discovered_vram(target: Target, inventory: Path, workspace: Workspace, *, fa
     hosts = inv.load(inventory, target, None).hosts
     if not facts_given:
         discover(workspace, runner or AnsibleRunner(workspace, inventory, display), hosts)
-    facts = read_facts(workspace, hosts, discovered=True)
+    facts = load_hosts_facts(workspace.facts, hosts)
     out = {}
     for s in hosts:
         found = facts[s.host]

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from . import __version__, resources
 from .errors import RenderError
-from .facts import HostFacts, load_facts
+from .facts import HostFacts, load_hosts_facts
 from .preflight import HostPreflight
 from .settings import HostSettings
 from .targets import FileSpec, Target
@@ -136,8 +136,9 @@ def _render_one(fs: FileSpec, ctx: dict[str, Any]) -> str:
         raise RenderError(f"template {fs.template}{f':{where}' if where else ''}: {exc}") from None
 
 
-def write_role_vars(settings: HostSettings, host_dir: Path, checked: HostPreflight | None) -> dict[str, Path]:
-    """host-vars.json and service-vars.json: the roles' variables for this host, by the roles' names.
+def write_role_vars(settings: HostSettings, host_dir: Path, checked: HostPreflight | None) -> list[str]:
+    """host-vars.json and service-vars.json: the roles' variables for this host, by the roles' names;
+    the names of the files written.
 
     ``checked`` is preflight's result for the host (whether its driver is installed on this run,
     whether it has a GPU); None when preflight did not run (`provision render`, uninstall).
@@ -148,12 +149,9 @@ def write_role_vars(settings: HostSettings, host_dir: Path, checked: HostPreflig
         "service-vars.json": module.service_vars(settings),
     }
     host_dir.mkdir(parents=True, exist_ok=True)
-    written = {}
     for name, doc in docs.items():
-        path = host_dir / name
-        path.write_text(json.dumps(doc, indent=2) + "\n")
-        written[name] = path
-    return written
+        (host_dir / name).write_text(json.dumps(doc, indent=2) + "\n")
+    return list(docs)
 
 
 def render_host(settings: HostSettings, facts: HostFacts, out_dir: Path, *,
@@ -191,12 +189,11 @@ def render_host(settings: HostSettings, facts: HostFacts, out_dir: Path, *,
         facts_source=facts.source, assumptions=used_assumptions(settings, facts),
         notes=module.render_notes(settings, facts, texts),
     )
-    write_role_vars(settings, host_dir, checked)
-    _write_manifest(result, settings)
+    _write_manifest(result, settings, write_role_vars(settings, host_dir, checked))
     return result
 
 
-def _write_manifest(result: HostRender, settings: HostSettings) -> None:
+def _write_manifest(result: HostRender, settings: HostSettings, role_vars: list[str]) -> None:
     manifest = {
         "provisioner_version": __version__,
         "host": result.host,
@@ -217,7 +214,7 @@ def _write_manifest(result: HostRender, settings: HostSettings) -> None:
         ],
         "place": settings.module.place(settings).to_dict(),
         "settings": settings.public_dict(),
-        "role_vars": ["host-vars.json", "service-vars.json"],
+        "role_vars": role_vars,
     }
     (result.directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -230,9 +227,6 @@ def render(hosts: list[HostSettings], out_dir: Path, facts_dir: Path | None = No
     ``checked``: preflight's result per host, when it ran (its decisions go to host-vars.json).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    facts = facts if facts is not None else load_hosts_facts(facts_dir, hosts)
     checked = checked or {}
-    return [
-        render_host(s, facts[s.host] if facts is not None else load_facts(facts_dir, s.host, s.module.pci_addresses(s)),
-                    out_dir, checked=checked.get(s.host))
-        for s in hosts
-    ]
+    return [render_host(s, facts[s.host], out_dir, checked=checked.get(s.host)) for s in hosts]
