@@ -13,9 +13,20 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { tail -20 "$STATE/logs/dockerd.log"; exit 1; }
 fi
 
-if ! ip link show lxcbr0 >/dev/null 2>&1; then
-  echo "services: starting lxc-net (lxcbr0)"
-  /usr/libexec/lxc/lxc-net start >"$STATE/logs/lxc-net.log" 2>&1
+# lxcbr0 is up only when its DHCP server answers too: the bridge (and lxc-net's network_up
+# marker under /run) can outlive the dnsmasq that served it, and containers then get no address.
+lxc_dnsmasq_alive() {
+  local pid
+  pid=$(cat /run/lxc/dnsmasq.pid 2>/dev/null) || return 1
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dnsmasq ]
+}
+if ! ip link show lxcbr0 >/dev/null 2>&1 || ! lxc_dnsmasq_alive; then
+  echo "services: starting lxc-net (lxcbr0 and its dnsmasq)"
+  # A stale pid file would make lxc-net's stop kill whatever now has that pid.
+  lxc_dnsmasq_alive || rm -f /run/lxc/dnsmasq.pid
+  rm -f /run/lxc/network_up
+  /usr/libexec/lxc/lxc-net start >"$STATE/logs/lxc-net.log" 2>&1 || { cat "$STATE/logs/lxc-net.log"; exit 1; }
+  lxc_dnsmasq_alive || { echo "services: lxc-net started but no dnsmasq serves lxcbr0"; cat "$STATE/logs/lxc-net.log"; exit 1; }
 fi
 
 if ! virsh -c qemu:///system version >/dev/null 2>&1; then
