@@ -139,13 +139,6 @@ def test_a_container_of_the_same_name_not_made_by_the_project_is_left_alone(name
     assert (foreign / "config").read_text().startswith(f"lxc.uts.name = {name}\n")
 
 
-def test_the_proxmox_backend_is_rendered_and_said_not_built(tmp_path, provision, write_inventory):
-    inv = write_inventory("all:\n  children:\n    lxc:\n      hosts:\n        pve1: {lxc_vmid: 120}\n")
-    result = provision("--target", "lxc", "-i", inv)
-    assert result.exit_code == 5
-    assert "lxc_backend 'proxmox' is not built in this version" in result.output
-
-
 # --- device rules from the host's facts, enforced ------------------------------------------
 # This host is cgroup v1, where lxc.cgroup2.devices.allow is not enforced; as on a cgroup2 host
 # it is when the container starts in a cgroup2-only view (../shared/ENVIRONMENT.md). That view

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping
 
@@ -133,10 +134,40 @@ class ProxmoxSettings(BaseModel):
     lxc_proxmox_api_user: str = "root@pam"
     lxc_proxmox_api_token_id: str | None = None
     lxc_proxmox_api_token_secret: SecretStr | None = None
+    # root@pam's password: a login ticket, the only credential the API lets set devN entries.
+    lxc_proxmox_api_password: SecretStr | None = None
     lxc_proxmox_validate_certs: bool = True
+    # The CA that signed the node's certificate (its /etc/pve/pve-root-ca.pem), on the controller.
+    lxc_proxmox_ca_cert: str | None = None
     lxc_proxmox_node: str | None = None
     lxc_proxmox_storage: str = "local-lvm"
 
+    @field_validator("lxc_proxmox_ca_cert")
+    @classmethod
+    def _ca(cls, v: str | None) -> str | None:
+        return v if v is None else fields.abs_path(v)
+
+    @field_validator("lxc_proxmox_api_token_id")
+    @classmethod
+    def _token_id(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[^\s@!]+@[^\s@!]+![A-Za-z][A-Za-z0-9._-]*", v):
+            raise ValueError("must be USER@REALM!TOKENID, for example ollama@pve!provisioner")
+        return v
+
+
+# The credential may come from the environment instead of the inventory (names as proxmoxer's
+# and community.proxmox's modules read them).
+TOKEN_ENV = ("PROXMOX_TOKEN_ID", "PROXMOX_TOKEN_SECRET")
+PASSWORD_ENV = "PROXMOX_PASSWORD"
+
+
+
+def _credential(settings: HostSettings) -> bool:
+    if settings.lxc_proxmox_api_password is not None or os.environ.get(PASSWORD_ENV):
+        return True
+    token = settings.lxc_proxmox_api_token_id or os.environ.get(TOKEN_ENV[0])
+    secret = settings.lxc_proxmox_api_token_secret or os.environ.get(TOKEN_ENV[1])
+    return bool(token and secret)
 
 
 # --- values the templates derive from settings and facts -----------------------------------------
@@ -194,7 +225,6 @@ def check_lxc_config(text: str, source: str = "LXC config") -> None:
 class LxcTarget(TargetModule):
     name = "lxc"
     description = "Ollama in an LXC container (Proxmox VE or plain LXC) with the NVIDIA nodes passed in"
-    # Plain LXC is applied end to end; the Proxmox VE backend renders only, for now.
     apply_ready = True
     settings_models = (LxcSettings, ProxmoxSettings)
     # The Proxmox node's name: lxc_proxmox_node, else the inventory host's name up to the first dot.
@@ -272,13 +302,16 @@ class LxcTarget(TargetModule):
             return used - {"proxmox", "gids"}
         return used - {"cgroup"} if passthrough_style(settings, facts) == "devN" else used
 
-    status = "apply ready for plain LXC; Proxmox VE render only"
-
-    def applies(self, settings: HostSettings) -> bool:
-        return not settings.is_proxmox
+    status = "apply ready (plain LXC, and Proxmox VE through its API)"
 
     def preflight(self, settings: HostSettings, facts: HostFacts) -> HostPreflight:
         result = super().preflight(settings, facts)
+        # Rendering needs no credential (the files are for review); applying does.
+        if settings.is_proxmox and not _credential(settings):
+            result.problems.append(
+                f"{settings.host}: lxc_backend 'proxmox' needs a Proxmox VE credential: set lxc_proxmox_api_token_id "
+                "and lxc_proxmox_api_token_secret (vault the secret), or PROXMOX_TOKEN_ID and PROXMOX_TOKEN_SECRET in "
+                "the environment, or lxc_proxmox_api_password for root@pam")
         if result.cpu_only:
             result.notes.append(f"{settings.host}: no NVIDIA user space is installed in the container "
                                 "(the host has no NVIDIA GPU)")
@@ -286,13 +319,6 @@ class LxcTarget(TargetModule):
             result.notes.append(f"{settings.host}: the container gets the NVIDIA user space of exactly the host's "
                                 f"driver {result.driver_version} (no kernel module)")
         return result
-
-    def not_built(self, what: str, rendered: str | None = None, settings: HostSettings | None = None) -> str:
-        if settings is not None and settings.is_proxmox:
-            where = f"; the files are rendered in {rendered} for review" if rendered else ""
-            return (f"host {settings.host!r}: {what if what != 'apply' else 'applying'} lxc_backend 'proxmox' is not "
-                    f"built in this version (plain LXC is: lxc_backend: lxc){where} (nothing on any host was changed)")
-        return super().not_built(what, rendered, settings)
 
     def uninstall_vars(self, purge: bool, destroy: bool = False) -> dict[str, Any]:
         return {**super().uninstall_vars(purge, destroy), "lxc_container_destroy": destroy}
@@ -303,9 +329,27 @@ class LxcTarget(TargetModule):
         return super().uninstall_kept(purge, destroy) + "; the container was kept (--destroy removes it)"
 
     def host_vars(self, settings: HostSettings, checked: HostPreflight | None) -> dict[str, Any]:
+        gpu = bool(checked and not checked.cpu_only)
+        backend: dict[str, Any] = {"lxc_backend": settings.lxc_backend}
+        if settings.is_proxmox:
+            # The secret and the password are not here: the role reads them from the inventory or
+            # the environment, so they never land in a file.
+            backend.update({
+                "pve_container_api_host": settings.lxc_proxmox_api_host or settings.address or settings.host,
+                "pve_container_api_port": settings.lxc_proxmox_api_port,
+                "pve_container_api_token_id": settings.lxc_proxmox_api_token_id or "",
+                "pve_container_validate_certs": settings.lxc_proxmox_validate_certs,
+                "pve_container_ca_cert": settings.lxc_proxmox_ca_cert or "",
+                "pve_container_node": settings.proxmox_node,
+                "pve_container_vmid": settings.lxc_vmid,
+                "pve_container_params_file": f"host/proxmox/lxc-{settings.lxc_vmid}.json",
+                "pve_container_raw_file": f"host/etc/pve/lxc/{settings.lxc_vmid}.conf.append",
+                "pve_container_gpu": gpu,
+            })
         return {
             **super().host_vars(settings, checked),
-            "lxc_gpu_enabled": bool(checked and not checked.cpu_only),
+            **backend,
+            "lxc_gpu_enabled": gpu,
             "nvidia_userspace_version": (checked.driver_version or "") if checked and not checked.cpu_only else "",
             "nvidia_userspace_installer": settings.lxc_nvidia_installer or "",
             "nvidia_userspace_installer_sha256": settings.lxc_nvidia_installer_sha256 or "",
@@ -318,7 +362,18 @@ class LxcTarget(TargetModule):
         }
 
     def place(self, settings: HostSettings) -> Place:
-        name = settings.lxc_name if not settings.is_proxmox else f"CT {settings.lxc_vmid} ({settings.lxc_name})"
+        if settings.is_proxmox:
+            # `pct exec` on the node, over SSH with the node's own connection (community.proxmox's
+            # proxmox_pct_remote, paramiko): the container needs no address the controller can
+            # reach, nor an SSH server. Modules go through files, as for plain LXC (the plugin
+            # gives module runs a pty, which does not pass a pipelined module's stdin reliably).
+            return Place(name=f"{settings.host}/ct-{settings.lxc_vmid}",
+                         description=f"CT {settings.lxc_vmid} ({settings.lxc_name}) on {settings.host}",
+                         connection={"ansible_connection": "community.proxmox.proxmox_pct_remote",
+                                     "proxmox_vmid": settings.lxc_vmid, "via_host": True,
+                                     "ansible_python_interpreter": "/usr/bin/python3",
+                                     "ansible_pipelining": False})
+        name = settings.lxc_name
         # The container's own name in the run's inventory: unique per inventory host. The LXC
         # connection runs on the controller, which is then the LXC host. It gives the attached
         # process a non-blocking stdin, so a pipelined module may read nothing and exit before it
