@@ -131,6 +131,7 @@ def _open(source: str | Path, limit: str | None) -> _Opened:
     from ansible.parsing.dataloader import DataLoader
 
     loader = DataLoader()
+    _vault_secrets(loader)
     try:
         inv = InventoryManager(loader=loader, sources=[str(path)])
     except AnsibleError as exc:
@@ -139,6 +140,19 @@ def _open(source: str | Path, limit: str | None) -> _Opened:
     if limit:
         inv.subset(limit)
     return _Opened(source, path, limit, loader, inv)
+
+
+def _vault_secrets(loader: Any) -> None:
+    """Vaulted values open with the vault password Ansible itself would use (ANSIBLE_VAULT_PASSWORD_FILE,
+    ANSIBLE_VAULT_IDENTITY_LIST or ansible.cfg); ansible-playbook, run later, reads the same."""
+    from ansible import constants as C
+    from ansible.cli import CLI
+
+    files = [C.DEFAULT_VAULT_PASSWORD_FILE] if C.DEFAULT_VAULT_PASSWORD_FILE else []
+    ids = list(C.DEFAULT_VAULT_IDENTITY_LIST or [])
+    if files or ids:
+        loader.set_vault_secrets(CLI.setup_vault_secrets(loader, vault_ids=ids, vault_password_files=files,
+                                                         ask_vault_pass=False, auto_prompt=False))
 
 
 def _load_target(opened: _Opened, target: Target) -> LoadedInventory:
@@ -169,6 +183,8 @@ def _load_target(opened: _Opened, target: Target) -> LoadedInventory:
             rendered = _plain(Templar(loader=loader, variables=hv).template(ours))
         except AnsibleError as exc:
             first = str(exc).strip().splitlines()[0]
+            if "vault" in first.lower():
+                first += " (give the vault password as Ansible takes it: ANSIBLE_VAULT_PASSWORD_FILE=FILE)"
             problems.append(f"host {host.name!r}: a variable could not be templated: {first}")
             continue
         try:

@@ -149,3 +149,33 @@ def test_token_secret_never_reaches_rendered_files(runner, tmp_path, write_inven
     written = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
     assert "root@pam!prov" in written
     assert "6f1c-secret-abcdef" not in written + result.output
+
+
+def test_a_vaulted_token_secret_opens_with_ansibles_vault_password_file_and_is_written_nowhere(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    (tmp_path / "pw").write_text("vault-pw-for-the-test\n")
+    secret = "d3c1a9e0-7b2f-4c5e-8a6d-1f0e9b8c7a65"
+    vaulted = subprocess.run([str(bin_dir / "ansible-vault"), "encrypt_string", "--vault-password-file",
+                              str(tmp_path / "pw"), secret, "--name", "lxc_proxmox_api_token_secret"],
+                             capture_output=True, text=True, check=True).stdout
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  children:\n    lxc:\n      hosts:\n        pve1:\n          lxc_vmid: 120\n"
+                   "          lxc_proxmox_api_token_id: 'prov@pve!ci'\n"
+                   + "".join(f"          {line}\n" for line in vaulted.splitlines()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_VAULT")}
+    cmd = [str(bin_dir / "provision"), "render", "-t", "lxc", "-i", str(inv), "--out", str(tmp_path / "out")]
+    without = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert without.returncode == 2
+    assert "ANSIBLE_VAULT_PASSWORD_FILE" in without.stderr and len(without.stderr.strip().splitlines()) == 1
+    ok = subprocess.run(cmd, env={**env, "ANSIBLE_VAULT_PASSWORD_FILE": str(tmp_path / "pw")},
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    manifest = (tmp_path / "out" / "lxc" / "pve1" / "manifest.json").read_text()
+    assert '"lxc_proxmox_api_token_secret": "********"' in manifest
+    for path in (tmp_path / "out").rglob("*"):
+        assert not path.is_file() or secret not in path.read_text(), path
+    assert secret not in ok.stdout + ok.stderr
