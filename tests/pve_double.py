@@ -58,6 +58,25 @@ What it cannot prove:
   shape (a CA to trust and a node certificate signed by it);
 - messages whose order depends on Perl hash order (the double sorts keys).
 
+File-backed mode (``PVEDouble(config_dir=DIR)``), the pmxcfs model: every
+container's config is also a real file ``DIR/nodes/<node>/lxc/<vmid>.conf`` in
+PVE's own format (tests/pve_conf.py: description as ``#`` lines, keys sorted, raw
+``lxc.*`` lines, ``[pve:pending]`` and snapshot sections kept), the way the API
+and the ``pct`` CLI share one file on a real node.  The files are read back
+before every request and written after it (create, PUT config, start/stop,
+destroy removes the file), so an edit made on the "node" (the stand-in's ``pct
+set``, a hand-written ``lxc.*`` line) is what GET config returns next; a
+``<vmid>.conf`` that appears there is a container (stopped, foreign) and one
+that disappears is gone.  GET config's digest is then the SHA-1 of the file, as
+on PVE, and a description read back carries PVE's trailing newline ("x" comes
+back as "x\n").  The run state of each container goes to
+``DIR/.standin/<vmid>.status`` (``running``/``stopped``): the stand-in's own file,
+not part of pmxcfs, that the node stand-in's ``pct exec``/``pct status`` read.
+``call()`` runs one API call in-process without HTTP (what ``pct`` does on the
+node: a CLI over the same API methods).  What it cannot prove beyond the rest:
+pmxcfs's own rules (no locking between writers here, last writer wins; no size
+limit; no cluster-wide view), pending changes (kept in the file, never applied).
+
 Usage::
 
     with PVEDouble(task_seconds=0.2, auth_failure_delay=0) as pve:
@@ -88,8 +107,14 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+try:
+    from tests import pve_conf
+except ImportError:  # copied next to pve_conf.py (the node stand-in's image)
+    import pve_conf  # type: ignore[no-redef]
 
 API_PREFIX = "/api2/json"
 KiB, MiB, GiB, TiB = 1024, 1024**2, 1024**3, 1024**4
@@ -899,6 +924,9 @@ class _ApiError(Exception):
         self.status, self.message, self.errors = status, message, errors
 
 
+ApiError = _ApiError  # what PVEDouble.call() raises: .status, .message, .errors
+
+
 class _AuthFail(Exception):
     """401: empty body, delayed (auth_failure_delay; 3 s on a real server)."""
 
@@ -964,6 +992,9 @@ class Container:
     status: str = "stopped"
     foreign: bool = False  # pre-existing, not created through the API
     started_at: float | None = None
+    # file-backed mode only: the file's [pve:pending] and snapshot sections, kept as read
+    pending: dict[str, Any] = field(default_factory=dict)
+    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -1099,8 +1130,15 @@ class PVEDouble:
         task_seconds: float = 0.2,
         auth_failure_delay: float = 3.0,
         seed: int | None = None,
+        config_dir: str | os.PathLike | None = None,
     ):
         self.nodes: list[str] = list(nodes)
+        # File-backed mode (see the module docstring): the pmxcfs directory (/etc/pve).
+        self.config_dir: Path | None = Path(config_dir) if config_dir is not None else None
+        self._disk: dict[int, tuple[str, str]] = {}  # vmid -> (node, file text) as last read or written
+        self._rendered: dict[int, str] = {}  # vmid -> write(memory) when memory last equalled the file
+        self._disk_status: dict[int, str] = {}  # vmid -> run state as last read or written
+        self.config_warnings: list[str] = []  # what PVE would warn() while reading the files
         self.task_seconds = task_seconds
         # A real server delays every 401 by about 3 s; tests set this near 0.
         self.auth_failure_delay = auth_failure_delay
@@ -1141,6 +1179,12 @@ class PVEDouble:
         self.host = "127.0.0.1"
         self.port = 0
         self.ssl_fingerprint = ""
+        if self.config_dir is not None:
+            for node in self.nodes:
+                (self.config_dir / "nodes" / node / "lxc").mkdir(parents=True, exist_ok=True)
+            (self.config_dir / pve_conf.STANDIN_DIR).mkdir(parents=True, exist_ok=True)
+            with self._lock:
+                self._sync_in()
 
     # ---- life cycle ------------------------------------------------------------------
 
@@ -1246,9 +1290,11 @@ class PVEDouble:
         lxc.* lines go under "lxc" as [[key, value], ...])."""
         conf = {k: (copy.deepcopy(v) if k == "lxc" else _typed(k, v)) for k, v in (config or {}).items()}
         with self._lock:
+            self._sync_in()
             ct = Container(int(vmid), node, conf, status, foreign,
                            time.time() if status == "running" else None)
             self._cts[ct.vmid] = ct
+            self._sync_out()
             return ct
 
     def add_vm(self, vmid: int, node: str = "pve") -> None:
@@ -1269,14 +1315,137 @@ class PVEDouble:
     @property
     def containers(self) -> dict[int, Container]:
         with self._lock:
-            self._reap()
+            self._refresh()
+            self._sync_out()
             return dict(self._cts)
 
     @property
     def tasks(self) -> list[Task]:
         with self._lock:
-            self._reap()
+            self._refresh()
+            self._sync_out()
             return list(self._tasks.values())
+
+    def call(self, method: str, path: str, params: Mapping[str, Any] | None = None, *,
+             authid: str = "root@pam") -> Any:
+        """One API call in-process, without HTTP, as authid (a user, as with a ticket,
+        or an added token 'user@realm!name'): what a CLI on the node does (pct is a
+        CLI over the same API methods, run as root@pam).  path is below /api2/json,
+        e.g. '/nodes/pve/lxc/100/config'.
+        Returns the data; raises ApiError (.status, .message, .errors).  Tasks that
+        are due (task_seconds=0: at once) finish before it returns."""
+        values = {k: ("1" if v else "0") if isinstance(v, bool) else _num_text(v)
+                  for k, v in (params or {}).items() if v is not None}
+        auth = _Auth(*authid.split("!", 1))  # "user@realm" or a token "user@realm!name"
+        with self._lock:
+            self._refresh()
+            try:
+                result = self._call(auth, method.upper(), path, unquote(path.rstrip("/") or "/"), values)
+                self._reap()
+            finally:
+                self._sync_out()
+        return result.data if isinstance(result, _Result) else result
+
+    # ---- file-backed mode (pmxcfs model) ---------------------------------------------
+
+    def _refresh(self) -> None:
+        """Before anything reads or changes state: the files first, then due tasks
+        (whose changes _sync_out writes)."""
+        self._sync_in()
+        self._reap()
+
+    def _config_files(self) -> dict[int, tuple[str, Path]]:
+        found: dict[int, tuple[str, Path]] = {}
+        for lxc_dir in sorted((self.config_dir / "nodes").glob("*/lxc")):
+            for path in sorted(lxc_dir.glob("*.conf")):
+                if re.fullmatch(r"\d+\.conf", path.name):
+                    found.setdefault(int(path.stem), (lxc_dir.parent.name, path))
+        return found
+
+    def _parse_file(self, vmid: int, raw: str) -> pve_conf.PctConfig:
+        parsed = pve_conf.parse_pct_config(raw, vmid, _check_type_from_file)
+        self.config_warnings.extend(parsed.warnings)
+        return parsed
+
+    def _sync_in(self) -> None:
+        """Memory := the files (an unchanged file is not parsed again).  Container
+        objects are updated in place: pending tasks hold them."""
+        if self.config_dir is None:
+            return
+        files = self._config_files()
+        for vmid in [v for v in self._cts if v not in files and v in self._disk]:
+            del self._cts[vmid]  # removed on the node
+            self._disk.pop(vmid, None)
+            self._rendered.pop(vmid, None)
+            self._disk_status.pop(vmid, None)
+        for vmid, (node, path) in files.items():
+            try:
+                raw = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                continue
+            ct = self._cts.get(vmid)
+            if ct is None or self._disk.get(vmid) != (node, raw):
+                parsed = self._parse_file(vmid, raw)
+                if ct is None:
+                    ct = self._cts[vmid] = Container(vmid, node, parsed.main, foreign=True)
+                else:
+                    ct.node, ct.config = node, parsed.main
+                ct.pending, ct.snapshots = parsed.pending, parsed.snapshots
+                self._disk[vmid] = (node, raw)
+                self._rendered[vmid] = self._render(ct)
+            state = pve_conf.read_status(self.config_dir, vmid) or "stopped"  # no file: never started
+            if state in ("running", "stopped") and state != ct.status:
+                ct.status = state
+                ct.started_at = time.time() if state == "running" else None
+            self._disk_status[vmid] = state
+
+    def _sync_out(self) -> None:
+        """The files := memory, where they differ; memory then holds the file as PVE
+        reads it back (parse(write(conf)))."""
+        if self.config_dir is None:
+            return
+        for vmid, ct in self._cts.items():
+            raw = self._render(ct)
+            old = self._disk.get(vmid)
+            # Unchanged since read (a file written by hand is not rewritten by reading it)
+            if old is None or old[0] != ct.node or self._rendered.get(vmid) != raw:
+                if old is not None and old[0] != ct.node:
+                    pve_conf.config_path(self.config_dir, old[0], vmid).unlink(missing_ok=True)
+                pve_conf.write_file(pve_conf.config_path(self.config_dir, ct.node, vmid), raw)
+                self._disk[vmid] = (ct.node, raw)
+                parsed = self._parse_file(vmid, raw)
+                ct.config, ct.pending, ct.snapshots = parsed.main, parsed.pending, parsed.snapshots
+                self._rendered[vmid] = self._render(ct)
+            if self._disk_status.get(vmid) != ct.status:
+                pve_conf.write_file(pve_conf.status_path(self.config_dir, vmid), ct.status + "\n")
+                self._disk_status[vmid] = ct.status
+        for vmid in [v for v in self._disk if v not in self._cts]:
+            node, _ = self._disk.pop(vmid)
+            self._rendered.pop(vmid, None)
+            pve_conf.config_path(self.config_dir, node, vmid).unlink(missing_ok=True)
+            pve_conf.status_path(self.config_dir, vmid).unlink(missing_ok=True)
+            self._disk_status.pop(vmid, None)
+
+    @staticmethod
+    def _render(ct: Container) -> str:
+        return pve_conf.write_pct_config(ct.config, ct.pending, ct.snapshots)
+
+    def _ct_digest(self, ct: Container) -> str:
+        """GET config's digest: in file-backed mode the SHA-1 of the file (PVE's
+        parse_pct_config), else a hash of the stored config."""
+        disk = self._disk.get(ct.vmid)
+        if self.config_dir is not None and disk is not None:
+            return hashlib.sha1(disk[1].encode("utf-8")).hexdigest()
+        return _digest(ct.config)
+
+    def _check_writable(self, conf: Mapping[str, Any]) -> None:
+        """write_pct_config dies on a value with a newline (file-backed mode only: the
+        in-memory double never writes a file)."""
+        if self.config_dir is None:
+            return
+        for key, value in conf.items():
+            if key not in ("description", "lxc") and "\n" in _num_text(value):
+                raise _die(f"detected invalid newline inside property '{key}'")
 
     @property
     def requests(self) -> list[Request]:
@@ -1322,7 +1491,7 @@ class PVEDouble:
             return exc.status, exc.message, "application/json;charset=UTF-8", json.dumps(
                 {"data": None, "message": exc.message}).encode()
         with self._lock:
-            self._reap()
+            self._refresh()
             self._requests.append(Request(method, rel, {k: ("<redacted>" if k in _SECRET_PARAMS else v)
                                                         for k, v in params.items()}))
             try:
@@ -1338,6 +1507,8 @@ class PVEDouble:
                     doc["errors"] = exc.errors
                 doc["message"] = exc.message
                 return exc.status, exc.message, "application/json;charset=UTF-8", json.dumps(doc).encode()
+            finally:
+                self._sync_out()
 
     @staticmethod
     def _ok(result: Any) -> tuple[int, str, str, bytes]:
@@ -1994,6 +2165,7 @@ class PVEDouble:
             check_and_activate_storage(storage)
             mp_param["rootfs"] = f"{storage}:4"  # defaults to 4 GiB
         conf = {k: self._config_value(k, v) for k, v in no_disk.items()}
+        self._check_writable(conf)
         if unprivileged:
             conf["unprivileged"] = 1
         ct = Container(vmid, node, {"lock": "create"})  # create_and_lock_config
@@ -2058,9 +2230,12 @@ class PVEDouble:
         vmid = int(p["vmid"])
         ct = self._load_config(p["node"], vmid)
         if p.get("snapshot"):
-            raise _die(f"snapshot '{p['snapshot']}' does not exist")
-        conf = copy.deepcopy(ct.config)
-        conf["digest"] = _digest(ct.config)
+            if p["snapshot"] not in ct.snapshots:  # only a file-backed double has any
+                raise _die(f"snapshot '{p['snapshot']}' does not exist")
+            conf = copy.deepcopy(ct.snapshots[p["snapshot"]])
+        else:
+            conf = copy.deepcopy(ct.config)
+        conf["digest"] = self._ct_digest(ct)
         return conf
 
     def _h_config_put(self, auth: _Auth, p: dict) -> Any:
@@ -2082,9 +2257,10 @@ class PVEDouble:
         ct = self._load_config(node, vmid)
         if ct.config.get("lock"):
             raise _die(f"CT {vmid} is locked ({ct.config['lock']})")
-        if digest is not None and digest != _digest(ct.config):
+        if digest is not None and digest != self._ct_digest(ct):
             raise _die("detected modified configuration - file changed by other user? Try again.")
         new = {k: self._config_value(k, v) for k, v in param.items()}
+        self._check_writable(new)
         for opt in delete:
             ct.config.pop(opt, None)
         # Applied at once (PVE keeps some changes pending on a running CT), and a new
@@ -2259,6 +2435,37 @@ def _typed(key: str, value: Any) -> Any:
     if typ == "number" and _is_number(text):
         return int(text) if _is_integer(text) else float(text)
     return text
+
+
+_FILE_ONLY_KEYS = {"parent": "string", "snaptime": "integer"}  # Config.pm $confdesc, not settable
+
+
+def _check_type_from_file(key: str, text: str) -> Any:
+    """Config.pm check_type for a value read from a file: the typed value, or
+    ValueError with PVE's message (the caller keeps the text and warns)."""
+    schema = _schema_lookup(_CONFIG_PROPS, key) or _schema_lookup(_CREATE_PROPS, key)
+    if key in ("node", "vmid", "digest", "delete", "revert") or (schema is None and key not in _FILE_ONLY_KEYS):
+        raise ValueError(f"unknown setting '{key}'\n")
+    typ = schema.get("type") if schema else _FILE_ONLY_KEYS[key]
+    if re.search(r"[\n\r]", text):
+        raise ValueError("property contains a line feed\n")
+    if typ == "boolean":
+        if parse_boolean(text) is None:
+            raise ValueError(f"type check ('boolean') failed - got '{text}'\n")
+    elif typ == "integer":
+        if not re.fullmatch(r"\d+", text):
+            raise ValueError(f"type check ('integer') failed - got '{text}'\n")
+    elif typ == "number":
+        if not re.fullmatch(r"\d+(\.\d+)?", text):
+            raise ValueError(f"type check ('number') failed - got '{text}'\n")
+    elif schema and schema.get("format"):
+        try:
+            check_format(schema["format"], text)
+        except _FormatError as exc:
+            raise ValueError(str(exc)) from None
+    if schema is None:  # parent, snaptime
+        return int(text) if typ == "integer" else text
+    return _typed(key, text)
 
 
 def _digest(conf: Mapping[str, Any]) -> str:

@@ -9,6 +9,7 @@ it is the double's own or "representative".
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -21,7 +22,7 @@ import requests
 from proxmoxer.core import AuthenticationError, ResourceException
 from proxmoxer.tools import Tasks
 
-from tests import pve_double
+from tests import pve_conf, pve_double
 from tests.pve_double import PVEDouble
 
 REFERENCE = Path("/work/shared/reference/pve-api-lxc.json")
@@ -506,3 +507,163 @@ def test_certificates_from_the_openssl_command(monkeypatch):
         double.add_token(TOKEN, SECRET, acl=PROV_ACL)
         assert token_client(double).version.get()["version"]
         assert double.internal_errors == []
+
+
+# ---- file-backed mode (the pmxcfs model) -------------------------------------------------
+
+
+@pytest.fixture
+def fpve(tmp_path):
+    with PVEDouble(task_seconds=0.1, auth_failure_delay=0, config_dir=tmp_path / "etc-pve") as double:
+        double.add_token(TOKEN, SECRET, privsep=True, acl=PROV_ACL)
+        double.set_root_password(ROOT_PW)
+        yield double
+        assert double.internal_errors == []
+
+
+def conf_path(pve: PVEDouble, vmid: int, node: str = "pve") -> Path:
+    return pve.config_dir / "nodes" / node / "lxc" / f"{vmid}.conf"
+
+
+def status_text(pve: PVEDouble, vmid: int) -> str:
+    return (pve.config_dir / ".standin" / f"{vmid}.status").read_text()
+
+
+def test_file_backed_round_trip(fpve):
+    px = root_client(fpve)
+    upid = px.nodes("pve").lxc.post(**{**CREATE, "description": "ollama test: GPU \u00fc\nsecond line"},
+                                     dev0="/dev/nvidia0,gid=44")
+    # create_and_lock_config: the file exists at once, holding only the lock
+    assert conf_path(fpve, 120).read_text() == "lock: create\n"
+    wait(px, upid)
+    text = conf_path(fpve, 120).read_text()
+    # PVE's file: description as encode_text()-ed comment lines on top (':' and non-ASCII
+    # escaped), then the keys sorted
+    assert re.fullmatch(
+        "#ollama test%3A GPU %C3%BC\n#second line\narch: amd64\ncores: 4\ndev0: /dev/nvidia0,gid=44\n"
+        "features: nesting=1\nhostname: ollama\nmemory: 8192\n"
+        "net0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11(:[0-9A-F]{2}){3},ip=dhcp,type=veth\n"
+        "onboot: 1\nostype: debian\nrootfs: local-lvm:vm-120-disk-0,size=16G\nswap: 0\ntags: gpu;ollama\n"
+        "unprivileged: 1\n", text), text
+    conf = px.nodes("pve").lxc(120).config.get()
+    # read back as PVE reads it: one newline per comment line, the digest is the file's SHA-1
+    assert conf["description"] == "ollama test: GPU \u00fc\nsecond line\n"
+    assert conf["digest"] == hashlib.sha1(text.encode()).hexdigest()
+    assert (conf["cores"], conf["onboot"], conf["dev0"]) == (4, 1, "/dev/nvidia0,gid=44")
+    parsed = pve_conf.parse_pct_config(text, 120)
+    assert parsed.warnings == [] and set(parsed.main) == set(conf) - {"digest"}
+    # the run state, for the node's pct
+    assert status_text(fpve, 120) == "stopped\n"
+    wait(px, px.nodes("pve").lxc(120).status.start.post())
+    assert status_text(fpve, 120) == "running\n"
+    assert conf_path(fpve, 120).read_text() == text  # starting does not touch the config
+
+
+def test_file_backed_external_edit_is_what_get_config_returns(fpve):
+    px = root_client(fpve)
+    wait(px, px.nodes("pve").lxc.post(**CREATE))
+    ct = px.nodes("pve").lxc(120)
+    old_digest = ct.config.get()["digest"]
+    path = conf_path(fpve, 120)
+    # edited on the node by hand, the way raw lxc.* lines get there (PVE < 8.1 passthrough)
+    path.write_text(path.read_text().replace("cores: 4\n", "cores: 2\n")
+                    + "lxc.cgroup2.devices.allow: c 195:* rwm\n"
+                    + "lxc.mount.entry = /dev/nvidia0 dev/nvidia0 none bind,optional,create=file\n"
+                    + "lxc.rootfs.path: /somewhere\n")
+    conf = ct.config.get()
+    assert conf["cores"] == 2
+    assert conf["lxc"] == [["lxc.cgroup2.devices.allow", "c 195:* rwm"],
+                           ["lxc.mount.entry", "/dev/nvidia0 dev/nvidia0 none bind,optional,create=file"]]
+    assert conf["digest"] != old_digest
+    assert fpve.config_warnings == ["vm 120 - lxc.rootfs.path: lxc.rootfs.path is auto generated from rootfs"]
+    # reading did not rewrite the hand-written file
+    assert "lxc.rootfs.path: /somewhere" in path.read_text()
+    # a client holding the old digest is refused, as on PVE
+    assert refused(lambda: ct.config.put(memory=4096, digest=old_digest)).content == \
+        "detected modified configuration - file changed by other user? Try again."
+    ct.config.put(memory=4096, digest=conf["digest"])
+    text = path.read_text()
+    # written back PVE's way: keys sorted, then the lxc.* lines as 'key: value' in their order
+    assert text.endswith("memory: 4096\nnet0: " + conf["net0"] + "\nonboot: 1\nostype: debian\n"
+                         "rootfs: local-lvm:vm-120-disk-0,size=16G\nswap: 0\ntags: gpu;ollama\nunprivileged: 1\n"
+                         "lxc.cgroup2.devices.allow: c 195:* rwm\n"
+                         "lxc.mount.entry: /dev/nvidia0 dev/nvidia0 none bind,optional,create=file\n")
+    assert "cores: 2\n" in text and "lxc.rootfs.path" not in text
+
+
+def test_file_backed_destroy_removes_the_file(fpve):
+    px = token_client(fpve)
+    wait(px, px.nodes("pve").lxc.post(**CREATE))
+    wait(px, px.nodes("pve").lxc(120).status.start.post())
+    assert conf_path(fpve, 120).exists() and status_text(fpve, 120) == "running\n"
+    assert wait(px, px.nodes("pve").lxc(120).delete(force=1))["exitstatus"] == "OK"
+    assert not conf_path(fpve, 120).exists()
+    assert not (fpve.config_dir / ".standin" / "120.status").exists()
+    assert refused(lambda: px.nodes("pve").lxc(120).config.get()).content == \
+        "Configuration file 'nodes/pve/lxc/120.conf' does not exist"
+
+
+def test_file_backed_files_made_and_removed_on_the_node(fpve):
+    path = conf_path(fpve, 130)
+    path.write_text("#made by hand\narch: amd64\nhostname: byhand\nmemory: 1024\nostype: debian\n"
+                    "rootfs: local-lvm:vm-130-disk-0,size=8G\nfoo: bar\n"
+                    "\n[pve:pending]\nmemory: 2048\n"
+                    "\n[before-gpu]\nhostname: byhand\nmemory: 512\nsnaptime: 1700000000\n")
+    px = root_client(fpve)
+    assert [(c["vmid"], c["status"], c["name"]) for c in px.nodes("pve").lxc.get()] == [(130, "stopped", "byhand")]
+    conf = px.nodes("pve").lxc(130).config.get()
+    # an unknown key is kept (PVE warns and keeps it); pending values are not applied
+    assert (conf["description"], conf["memory"], conf["foo"]) == ("made by hand\n", 1024, "bar")
+    assert fpve.config_warnings == ["vm 130 - unable to parse value of 'foo' - unknown setting 'foo'"]
+    snap = px.nodes("pve").lxc(130).config.get(snapshot="before-gpu")
+    assert (snap["memory"], snap["snaptime"]) == (512, 1700000000)
+    # a change through the API keeps the pending and snapshot sections
+    px.nodes("pve").lxc(130).config.put(cores=2)
+    assert path.read_text().endswith("\n[pve:pending]\nmemory: 2048\n"
+                                     "\n[before-gpu]\nhostname: byhand\nmemory: 512\nsnaptime: 1700000000\n")
+    path.unlink()
+    assert px.nodes("pve").lxc.get() == []
+    assert 130 not in fpve.containers
+
+
+def test_file_backed_call_in_process(fpve):
+    fpve.add_container(140, {"hostname": "direct", "memory": 512})
+    assert conf_path(fpve, 140).read_text() == "hostname: direct\nmemory: 512\n"
+    assert status_text(fpve, 140) == "stopped\n"
+    assert fpve.call("PUT", "/nodes/pve/lxc/140/config", {"dev0": "/dev/nvidia0,gid=44"}) is None
+    assert "dev0: /dev/nvidia0,gid=44\n" in conf_path(fpve, 140).read_text()
+    with pytest.raises(pve_double.ApiError) as info:
+        fpve.call("PUT", "/nodes/pve/lxc/140/config", {"dev1": "/dev/x,mode=999"})
+    assert (info.value.status, info.value.errors) == (400, {
+        "dev1": "invalid format - format error\ndev1.mode: value does not match the regex pattern\n"})
+    with pytest.raises(pve_double.ApiError) as info:  # write_pct_config's refusal of a newline
+        fpve.call("PUT", "/nodes/pve/lxc/140/config", {"entrypoint": "/sbin/init\nx"})
+    assert info.value.message == "detected invalid newline inside property 'entrypoint'\n"
+    # a token is refused devN, root@pam (what pct runs as) is not
+    fpve.add_container(120, {"hostname": "tokens", "memory": 512})
+    with pytest.raises(pve_double.ApiError) as info:
+        fpve.call("PUT", "/nodes/pve/lxc/120/config", {"dev1": "/dev/nvidiactl"}, authid="prov@pve!ci")
+    assert (info.value.status, info.value.message) == (
+        403, "Permission check failed (configuring device passthrough is only allowed for root@pam)\n")
+    # a second double on the same directory (what pct builds on the node) sees the same
+    other = PVEDouble(config_dir=fpve.config_dir, task_seconds=0)
+    assert other.call("GET", "/nodes/pve/lxc/140/config")["dev0"] == "/dev/nvidia0,gid=44"
+
+
+def test_pve_conf_text_codec_and_sections():
+    assert pve_conf.encode_text("a: b%c\tü") == "a%3A b%c%09%C3%BC"
+    assert pve_conf.decode_text("a%3A b%25c%09%C3%BC") == "a: b%c\tü"
+    raw = ("#line one\n#\n#line three\nmemory: 512\nlxc.idmap: u 0 100000 65536\n"
+           "lxc.aa_profile: unconfined\nbogus line\ndelete: memory\n")
+    parsed = pve_conf.parse_pct_config(raw, 101)
+    assert parsed.main == {"description": "line one\n\nline three\n", "memory": "512",
+                           "lxc": [["lxc.idmap", "u 0 100000 65536"], ["lxc.aa_profile", "unconfined"]]}
+    assert parsed.warnings == [
+        "vm 101 - lxc.aa_profile is deprecated and was renamed to lxc.apparmor.profile",
+        "vm 101 - unable to parse config: bogus line",
+        "vm 101 - property 'delete' is only allowed in [pve:pending]"]
+    text = pve_conf.write_pct_config(parsed.main, {"delete": "swap"}, {"s1": {"memory": 256}})
+    assert text == ("#line one\n#\n#line three\nmemory: 512\nlxc.idmap: u 0 100000 65536\n"
+                    "lxc.aa_profile: unconfined\n\n[pve:pending]\ndelete: swap\n\n[s1]\nmemory: 256\n")
+    with pytest.raises(ValueError, match="detected invalid newline inside property 'hostname'"):
+        pve_conf.write_pct_config({"hostname": "a\nb"})
