@@ -237,3 +237,11 @@ def test_destroy_removes_only_our_container(pve):
     assert [t.type for t in pve.tasks][-2:] == ["vzstop", "vzdestroy"]
     rc, result, out = module(pve, "absent")
     assert rc == 0 and not result["changed"]
+
+
+def test_a_full_storage_fails_the_create_task_and_says_so(pve):
+    pve.storages["local-lvm"].avail = 4 * 1024**3  # 4 GiB left, 16 GiB asked
+    rc, result, out = module(pve, "present", create=CREATE)
+    assert rc != 0
+    assert result["msg"].startswith("the task to create CT 120 failed: unable to create CT 120 - no space left on device")
+    assert 120 not in pve.containers
