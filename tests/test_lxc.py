@@ -234,3 +234,19 @@ def test_a_container_that_gets_no_address_says_what_was_seen(name, www, tmp_path
         assert "is a DHCP server answering on its bridge" in result.output
     finally:
         _run("ip", "link", "del", bridge, check=False)
+
+
+def test_a_remote_plain_lxc_host_is_refused_before_anything_changes(tmp_path, provision):
+    """Ansible's LXC connection runs where the controller runs: a host reached over SSH is refused."""
+    inv = tmp_path / "inv"
+    inv.mkdir()
+    (inv / "hosts.yml").write_text("all:\n  children:\n    lxc:\n      hosts:\n        lxc-far:\n"
+                                   "          ansible_host: 192.0.2.7\n          lxc_backend: lxc\n")
+    facts = tmp_path / "facts"
+    facts.mkdir()
+    (facts / "lxc-far.json").write_text("{}")
+    result = provision("--target", "lxc", "-i", inv, "--facts", facts)
+    assert result.exit_code == 4, result.output
+    assert "plain LXC (lxc_backend: lxc) is applied from the LXC host itself: lxc-far is reached with " \
+           "connection 'ssh'" in result.output
+    assert "changes made before the failure: nothing was changed" in result.output
