@@ -142,3 +142,17 @@ def test_settings_with_quotes_and_percent_stay_one_systemd_value(tmp_path):
     (result,) = render([s], tmp_path)
     dropin = (result.directory / "host/etc/systemd/system/ollama.service.d/override.conf").read_text()
     assert 'Environment="HTTPS_PROXY=http://u:p%%\\"x@proxy:3128"' in dropin
+
+
+def test_docker_daemon_fragment_adds_the_nvidia_runtime_only_on_a_gpu_host(runner, tmp_path):
+    from provisioner.cli import app
+
+    facts = tmp_path / "facts"
+    facts.mkdir()
+    (facts / "docker-box.json").write_text("{}")  # discovered: no NVIDIA device, no driver
+    result = runner.invoke(app, ["render", "-t", "docker", "-i", str(EXAMPLE), "--facts", str(facts),
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out/docker/docker-box/host/etc/docker/daemon.json.fragment").read_text()) == {}
+    gpu = (GOLDEN / "docker/docker-box/host/etc/docker/daemon.json.fragment").read_text()
+    assert json.loads(gpu)["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"

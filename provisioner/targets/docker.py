@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from .. import fields
+from ..preflight import NVIDIA_VENDOR_ID
 from .base import FileSpec, Place, TargetModule
 
 if TYPE_CHECKING:
+    from ..facts import HostFacts
     from ..settings import HostSettings
 
 
@@ -65,6 +67,11 @@ class DockerTarget(TargetModule):
         "nvidia-smi-missing": "the NVIDIA runtime injects nvidia-smi: configure it "
                               "(`nvidia-ctk runtime configure --runtime=docker`)",
     }
+
+    def context(self, settings: HostSettings, facts: HostFacts) -> dict[str, Any]:
+        # The NVIDIA runtime and the cgroupfs driver only where there is a GPU to hand to a container.
+        gpu = bool(facts.nvidia_driver_version) or any(d.vendor_id == NVIDIA_VENDOR_ID for d in facts.pci_devices)
+        return {"has_gpu": gpu}
 
     def server_environment(self, settings: HostSettings) -> dict[str, str]:
         # Inside the container the server listens on every interface; the compose file publishes
