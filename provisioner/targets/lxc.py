@@ -365,8 +365,8 @@ class LxcTarget(TargetModule):
         if settings.is_proxmox:
             # `pct exec` on the node, over SSH with the node's own connection (community.proxmox's
             # proxmox_pct_remote, paramiko): the container needs no address the controller can
-            # reach, nor an SSH server. Modules go through files, as for plain LXC (the plugin
-            # gives module runs a pty, which does not pass a pipelined module's stdin reliably).
+            # reach, nor an SSH server. Modules go through files (the plugin gives module runs a
+            # pty, which does not pass a pipelined module's stdin reliably).
             return Place(name=f"{settings.host}/ct-{settings.lxc_vmid}",
                          description=f"CT {settings.lxc_vmid} ({settings.lxc_name}) on {settings.host}",
                          connection={"ansible_connection": "community.proxmox.proxmox_pct_remote",
@@ -375,12 +375,13 @@ class LxcTarget(TargetModule):
                                      "ansible_pipelining": False})
         name = settings.lxc_name
         # The container's own name in the run's inventory: unique per inventory host. The LXC
-        # connection runs on the controller, which is then the LXC host. It gives the attached
-        # process a non-blocking stdin, so a pipelined module may read nothing and exit before it
-        # is written ("Broken pipe"): modules go through files instead.
+        # connection runs on the controller, which is then the LXC host: lxc_pipelined
+        # (playbooks/connection_plugins/) is community.general.lxc with a stdin a pipelined module
+        # can be read from (the stock plugin's is non-blocking and never closed: "Broken pipe"),
+        # so a module is one attach instead of a temporary directory, a copy and a clean-up.
         return Place(name=f"{settings.host}/ct-{settings.lxc_name}", description=f"container {name} on {settings.host}",
-                     connection={"ansible_connection": "community.general.lxc", "ansible_host": settings.lxc_name,
-                                 "ansible_python_interpreter": "/usr/bin/python3", "ansible_pipelining": False})
+                     connection={"ansible_connection": "lxc_pipelined", "ansible_host": settings.lxc_name,
+                                 "ansible_python_interpreter": "/usr/bin/python3", "ansible_pipelining": True})
 
 
 TARGET = LxcTarget()
