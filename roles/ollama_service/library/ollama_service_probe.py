@@ -1,6 +1,11 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-"""Read, in one round trip, everything the ollama_service role would otherwise check task by task."""
+"""Read, in one round trip, everything the ollama_service role would otherwise check task by task.
+
+A JSON-args module (Ansible's module replacer writes the task's arguments, as JSON, into the
+string ARGS below): it needs nothing of Ansible on the host, so Ansible sends it as it is, piped
+when pipelining is on, instead of building and unpacking a module archive on every re-converge.
+"""
 
 from __future__ import annotations
 
@@ -35,9 +40,11 @@ import json
 import os
 import pwd
 import subprocess
+import sys
 import urllib.request
 
-from ansible.module_utils.basic import AnsibleModule
+ARGS = r"""<<INCLUDE_ANSIBLE_MODULE_JSON_ARGS>>"""
+OPTIONS = ("install_root", "version", "user", "models_dir", "home", "api_url")
 
 
 def _sha256(path):
@@ -80,18 +87,14 @@ def _get(url):
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec={
-            "install_root": {"type": "path", "required": True},
-            "version": {"type": "str", "required": True},
-            "user": {"type": "str", "required": True},
-            "models_dir": {"type": "path", "required": True},
-            "home": {"type": "path", "required": True},
-            "api_url": {"type": "str", "required": True},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
+    args = json.loads(ARGS)
+    missing = [k for k in OPTIONS if not isinstance(args.get(k), str) or not args[k]]
+    unknown = sorted(k for k in args if not k.startswith("_ansible_") and k not in OPTIONS)
+    if missing or unknown:
+        print(json.dumps({"failed": True, "msg": f"ollama_service_probe: missing {missing}, unsupported {unknown}"}))
+        sys.exit(1)
+    paths = ("install_root", "models_dir", "home")
+    p = {k: os.path.expanduser(os.path.expandvars(args[k])) if k in paths else args[k] for k in OPTIONS}
     version_dir = os.path.join(p["install_root"], "versions", p["version"])
     try:
         user = pwd.getpwnam(p["user"])
@@ -126,7 +129,7 @@ def main():
         "models": [m.get("name") for m in (tags or {}).get("models", [])] if tags else None,
         "loaded": [m.get("name") for m in (ps or {}).get("models", [])] if ps else [],
     }
-    module.exit_json(changed=False, state=state)
+    print(json.dumps({"changed": False, "state": state}))
 
 
 if __name__ == "__main__":
