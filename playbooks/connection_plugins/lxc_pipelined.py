@@ -12,12 +12,16 @@ short_description: community.general.lxc, with pipelined modules read to the end
 description:
   - Runs commands in, and copies files to and from, a running LXC container through liblxc's
     attach, exactly as community.general.lxc does (which it subclasses).
-  - The one difference is how a command's input is given. community.general.lxc hands the attached
-    process a non-blocking stdin and keeps the pipe's write end open until the process exits, so a
-    pipelined module reads nothing (or part of itself) and fails with "Broken pipe". This plugin
-    gives it a blocking stdin, writes the input and closes the write end, so the module is read to
-    its end; with pipelining on, a module is one attach instead of three (make a temporary
-    directory, put the file, run and remove it).
+  - The difference is how a command's input and output are given. community.general.lxc hands the
+    attached process a non-blocking stdin and keeps the pipe's write end open until the process
+    exits, so a pipelined module reads nothing (or part of itself) and fails with "Broken pipe".
+    This plugin gives it a blocking stdin, writes the input and closes the write end, so the module
+    is read to its end; with pipelining on, a module is one attach instead of six (home directory,
+    temporary directory, copy, chmod, run, clean-up).
+  - The attached process's stdout and stderr are blocking too (community.general.lxc makes them
+    non-blocking, so a command with more output than a pipe holds can die with BlockingIOError),
+    and the result carries the command's exit code (community.general.lxc returns waitpid's raw
+    status, 768 for an exit code of 3).
 options:
   remote_addr:
     description:
@@ -38,7 +42,6 @@ options:
       - name: ansible_lxc_executable
 """
 
-import errno
 import fcntl
 import os
 import select
