@@ -245,3 +245,14 @@ def test_a_full_storage_fails_the_create_task_and_says_so(pve):
     assert rc != 0
     assert result["msg"].startswith("the task to create CT 120 failed: unable to create CT 120 - no space left on device")
     assert 120 not in pve.containers
+
+
+def test_a_password_for_another_user_drives_the_api_but_never_sets_devN(pve):
+    pve.add_user("ops@pve", password="ops-password-for-the-double", acl=ACL)
+    env = {"PROXMOX_TOKEN_ID": None, "PROXMOX_TOKEN_SECRET": None, "PROXMOX_PASSWORD": "ops-password-for-the-double"}
+    rc, result, out = module(pve, "present", create=CREATE, env=env, api={"user": "ops@pve"})
+    assert rc == 0, out
+    assert pve.containers[120].config["hostname"] == "ollama"
+    rc, result, out = module(pve, "present", create=CREATE, config={"dev0": "/dev/nvidia0,gid=44"}, env=env,
+                             api={"user": "ops@pve"})
+    assert rc != 0 and "devN entries can only be set through the API by root@pam" in result["msg"]

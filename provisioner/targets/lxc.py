@@ -161,7 +161,6 @@ TOKEN_ENV = ("PROXMOX_TOKEN_ID", "PROXMOX_TOKEN_SECRET")
 PASSWORD_ENV = "PROXMOX_PASSWORD"
 
 
-
 def _credential(settings: HostSettings) -> bool:
     if settings.lxc_proxmox_api_password is not None or os.environ.get(PASSWORD_ENV):
         return True
@@ -337,6 +336,7 @@ class LxcTarget(TargetModule):
             backend.update({
                 "pve_container_api_host": settings.lxc_proxmox_api_host or settings.address or settings.host,
                 "pve_container_api_port": settings.lxc_proxmox_api_port,
+                "pve_container_api_user": settings.lxc_proxmox_api_user,
                 "pve_container_api_token_id": settings.lxc_proxmox_api_token_id or "",
                 "pve_container_validate_certs": settings.lxc_proxmox_validate_certs,
                 "pve_container_ca_cert": settings.lxc_proxmox_ca_cert or "",

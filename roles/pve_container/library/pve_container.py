@@ -28,7 +28,7 @@ options:
       user: {type: str, default: root@pam}
       token_id: {type: str, description: "user@realm!tokenid; env PROXMOX_TOKEN_ID"}
       token_secret: {type: str, description: "env PROXMOX_TOKEN_SECRET"}
-      password: {type: str, description: "root@pam's password (env PROXMOX_PASSWORD): the ticket path"}
+      password: {type: str, description: "user's password (env PROXMOX_PASSWORD): a login ticket; root@pam's may set devN"}
       validate_certs: {type: bool, default: true}
       ca_cert: {type: path, description: the CA that signed the node's certificate (pve-root-ca.pem)}
   node: {type: str, required: true}
@@ -104,11 +104,13 @@ class Pve:
         self.where = f"https://{p['host']}:{p['port']}"
         verify: Any = (p["ca_cert"] or True) if p["validate_certs"] else False
         kw: dict[str, Any] = {"port": p["port"], "verify_ssl": verify, "timeout": 30}
-        self.ticket = bool(p["password"])
+        # A password logs in for a ticket; only root@pam's may set devN through the API.
+        self.password = bool(p["password"])
+        self.ticket = self.password and p["user"] == "root@pam"
         try:
-            if self.ticket:
-                self.authid = "root@pam"
-                self.api = ProxmoxAPI(p["host"], user="root@pam", password=p["password"], **kw)
+            if self.password:
+                self.authid = p["user"]
+                self.api = ProxmoxAPI(p["host"], user=p["user"], password=p["password"], **kw)
             else:
                 token = p["token_id"] or ""
                 user, _, name = token.rpartition("!")
@@ -122,6 +124,11 @@ class Pve:
                                       token_value=p["token_secret"], **kw)
         except Exception as exc:  # noqa: BLE001 - turned into one line
             raise self.failure("log in", exc) from None
+
+    @property
+    def grantee(self) -> str:
+        """How `pveum acl modify` names this credential."""
+        return f"--tokens '{self.authid}'" if "!" in self.authid else f"--users '{self.authid}'"
 
     # -- errors ------------------------------------------------------------------------------------
 
@@ -137,7 +144,7 @@ class Pve:
                            "lxc_proxmox_api_host and lxc_proxmox_api_port, and that pveproxy runs on the node "
                            "(if the node uses a self-signed certificate, see lxc_proxmox_validate_certs)")
         if isinstance(exc, AuthenticationError) or (isinstance(exc, ResourceException) and exc.status_code == 401):
-            who = "root@pam's password" if self.ticket else f"API token {getattr(self, 'authid', '')}"
+            who = f"{self.authid}'s password" if self.password else f"API token {getattr(self, 'authid', '')}"
             return Failure(f"the Proxmox VE API at {self.where} refused {who} (401 authentication failed); check "
                            "lxc_proxmox_api_token_id and its secret (not shown), or lxc_proxmox_api_password")
         if isinstance(exc, ResourceException):
@@ -148,7 +155,7 @@ class Pve:
                     path, privs = m.groups()
                     return Failure(f"{self.authid} lacks the privilege {privs} on {path} (403 from the Proxmox VE API "
                                    f"while trying to {doing}); grant it, for example `pveum acl modify {path} "
-                                   f"--tokens '{self.authid}' --roles PVEVMAdmin` (a role that holds {privs})")
+                                   f"{self.grantee} --roles PVEVMAdmin` (a role that holds {privs})")
                 # A schema-level check with alternatives answers without path or privilege.
                 hint = f"; it needs {needs}" if needs else ""
                 return Failure(f"the Proxmox VE API refused to {doing} for {self.authid}: {message} (403){hint}")
@@ -312,8 +319,8 @@ def run(module: AnsibleModule) -> dict[str, Any]:
             return result
         storage = str(create.get("rootfs", "")).partition(":")[0]
         needs = (f"VM.Allocate on /vms/{vmid} (the schema's check), Datastore.AllocateSpace on /storage/{storage} "
-                 f"and SDN.Use on the bridge; grant them, for example `pveum acl modify /vms/{vmid} --tokens "
-                 f"'{pve.authid}' --roles PVEVMAdmin`")
+                 f"and SDN.Use on the bridge; grant them, for example `pveum acl modify /vms/{vmid} {pve.grantee} "
+                 "--roles PVEVMAdmin`")
         try:
             upid = pve.call(f"create CT {vmid}", pve.api.nodes(pve.node).lxc.post, vmid=vmid, needs=needs,
                             **{k: v for k, v in create.items() if k != "vmid"})
