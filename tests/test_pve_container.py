@@ -57,10 +57,14 @@ def module(pve: PVEDouble, state: str, *, check: bool = False, env: dict | None 
     environment = {**os.environ, "ANSIBLE_LIBRARY": str(LIBRARY), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
                    "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_NOCOLOR": "1",
                    "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+                   "ANSIBLE_INVENTORY_UNPARSED_FAILED": "0",
                    "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
                    "PROXMOX_TOKEN_ID": TOKEN, "PROXMOX_TOKEN_SECRET": SECRET, **(env or {})}
     environment = {k: v for k, v in environment.items() if v is not None}
-    cmd = [str(ANSIBLE), "localhost", "-m", "pve_container", "-a", json.dumps(params)] + (["--check"] if check else [])
+    # An inventory of its own: the provisioner, loaded earlier in this process, sets
+    # ANSIBLE_INVENTORY_UNPARSED_FAILED, which an implicit localhost would trip over.
+    cmd = [str(ANSIBLE), "localhost", "-i", "localhost,", "-c", "local", "-m", "pve_container",
+           "-a", json.dumps(params)] + (["--check"] if check else [])
     proc = subprocess.run(cmd, env=environment, capture_output=True, text=True, timeout=120)
     doc = json.loads(proc.stdout)
     result = doc["plays"][0]["tasks"][0]["hosts"]["localhost"]
