@@ -74,8 +74,7 @@ def gather_ansible(workspace: Workspace, runner: Runner, hosts: list, plan: dict
     evidence_dir = workspace.new_run_dir("evidence")
     per_host = {}
     for host, p in plan.items():
-        module = by_host[host].module
-        per_host[host] = {**p, "log_command": module.log_command, "env_command": module.env_command}
+        per_host[host] = {**p, **by_host[host].module.evidence_commands(by_host[host])}
     runner.run("verify.yml", limit=host_limit(hosts, limit), extravars=playbook_vars(
         hosts, provision_verify=per_host, provision_evidence_dir=str(evidence_dir)))
     found = {}

@@ -346,3 +346,53 @@ def write_fragment(directory: Path, fragment: dict[str, Any]) -> Path:
     path = directory / f"daemon.json.fragment.{uuid.uuid4().hex[:6]}"
     path.write_text(json.dumps(fragment, indent=2) + "\n")
     return path
+
+
+# --- a real Ollama image, built once per process from the PyPI-built release archives -----------
+
+OLLAMA_IMAGE = "local/ollama"
+# An image of the same server whose entrypoint never starts it: its healthcheck never passes.
+NEVER_HEALTHY_TAG = "never-healthy"
+_OLLAMA_DOCKERFILE = """\
+FROM {base}
+# The release archive laid out as Ollama's (bin/ollama -> ../lib/ollama/ollama), as the official image has it.
+ADD ollama-linux-amd64.tgz /usr/local/
+ENV OLLAMA_HOST=0.0.0.0:11434 HOME=/root
+EXPOSE 11434
+ENTRYPOINT ["/usr/local/bin/ollama"]
+CMD ["serve"]
+"""
+
+
+@functools.cache
+def ollama_images() -> tuple[str, ...]:
+    """local/ollama:<VERSION_A> and :<VERSION_B> from www/ and www/next/ (tests/infra/build-ollama.sh), and
+    :never-healthy (A, its server never started), built FROM the local bookworm base on this machine's
+    engine (Docker Hub is out of reach); once per process, cached by the engine's build cache."""
+    from tests.native_host import VERSION_A, VERSION_B
+    from tests.real_ollama import STATE
+
+    built = []
+    for tag, archive in ((VERSION_A, STATE / "www" / "ollama-linux-amd64.tgz"),
+                         (VERSION_B, STATE / "www" / "next" / "ollama-linux-amd64.tgz")):
+        with tempfile.TemporaryDirectory(prefix="op-ollama-image-") as ctx:
+            shutil.copy(archive, Path(ctx, "ollama-linux-amd64.tgz"))
+            Path(ctx, "Dockerfile").write_text(_OLLAMA_DOCKERFILE.format(base=BASE_IMAGE))
+            _docker("build", "-q", "-t", f"{OLLAMA_IMAGE}:{tag}", ctx)
+        built.append(f"{OLLAMA_IMAGE}:{tag}")
+    with tempfile.TemporaryDirectory(prefix="op-ollama-image-") as ctx:
+        Path(ctx, "Dockerfile").write_text(f'FROM {OLLAMA_IMAGE}:{VERSION_A}\n'
+                                           'ENTRYPOINT ["/bin/sh", "-c", "exec sleep infinity"]\n')
+        _docker("build", "-q", "-t", f"{OLLAMA_IMAGE}:{NEVER_HEALTHY_TAG}", ctx)
+    built.append(f"{OLLAMA_IMAGE}:{NEVER_HEALTHY_TAG}")
+    return tuple(built)
+
+
+def load_images(host: str, *images: str) -> None:
+    """Move images from this machine's engine into ``host``'s (shared layers travel once)."""
+    save = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE)
+    load = subprocess.run(["docker", "exec", "-i", host, "docker", "load", "-q"], stdin=save.stdout,
+                          capture_output=True)
+    save.stdout.close()
+    if save.wait() != 0 or load.returncode != 0:
+        raise AssertionError(f"loading {images} into {host} failed: {load.stderr.decode().strip()}")

@@ -96,6 +96,12 @@ def test_each_place_says_where_ollama_runs():
     }
     places = {t: get(t).place(build_settings("gpu1", t, v)) for t, v in settings.items()}
     assert places[Target.native].name == "gpu1" and not places[Target.native].connection
-    assert len({p.name for p in places.values()}) == 4
-    for target in (Target.docker, Target.lxc, Target.kvm):
+    # docker: Ansible works on the host itself; what runs inside the container goes through `docker exec`.
+    assert places[Target.docker].name == "gpu1" and not places[Target.docker].connection
+    assert places[Target.docker].description == "container ollama on gpu1"
+    assert get(Target.docker).evidence_commands(build_settings("gpu1", Target.docker, {}))["exec"] == \
+        "docker exec -i ollama"
+    assert get(Target.native).evidence_commands(build_settings("gpu1", Target.native, {}))["exec"] == ""
+    assert len({p.name for p in places.values()}) == 3
+    for target in (Target.lxc, Target.kvm):
         assert places[target].name.startswith("gpu1/") and places[target].connection

@@ -175,6 +175,12 @@ class TargetModule:
         """The place as the playbooks' add_host reads it, with where its service files are rendered."""
         return {**self.place(settings).to_dict(), "service_scope": self.service_scope}
 
+    def evidence_commands(self, settings: HostSettings) -> dict[str, str]:
+        """How the verification reads the evidence for this host: ``log_command`` (appended "@EPOCH"),
+        ``env_command``, and ``exec``, a command prefix that runs a shell inside the place where the
+        place is not where Ansible's commands run (empty: they run there)."""
+        return {"log_command": self.log_command, "env_command": self.env_command, "exec": ""}
+
     def pci_addresses(self, settings: HostSettings) -> list[str]:
         """The PCI functions this host's files name (their ids are read from the facts)."""
         return []

