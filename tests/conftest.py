@@ -29,6 +29,15 @@ def runner() -> CliRunner:
 
 
 @pytest.fixture
+def provision(runner, tmp_path, monkeypatch):
+    """Run `provision ARGS` from a scratch directory (its .provision/ run directories stay there)."""
+    from provisioner.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    return lambda *args: runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
 def write_inventory(tmp_path):
     """Write hosts.yml (and optional group_vars/host_vars files) from YAML text; return the dir."""
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provisioner.cli import app
 from tests.native_host import LXC_HOST_IP, MODEL_FILE, VERSION_A, www_server
 from tests.real_ollama import STATE
 
@@ -53,16 +52,6 @@ def name():
         _run("lxc-stop", "-n", name, "-k", check=False)
         _run("lxc-destroy", "-n", name, check=False)
         shutil.rmtree(f"/var/lib/lxc/{name}", ignore_errors=True)
-
-
-@pytest.fixture
-def provision(runner, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-    def _run_cli(*args: str):
-        return runner.invoke(app, [str(a) for a in args])
-
-    return _run_cli
 
 
 def write_lxc_inventory(directory: Path, name: str, www: str, **variables) -> Path:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.cli import app
 from tests.native_host import DOCKER_HOST_IP, MODEL_FILE, VERSION_A, www_server
 from tests.pve_double import PVEDouble
 from tests.pve_node import pve_node
@@ -54,12 +53,6 @@ def pve(tmp_path):
         double.add_token(TOKEN, SECRET, privsep=True, acl=ACL)
         yield double, node
         assert double.internal_errors == []
-
-
-@pytest.fixture
-def provision(runner, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return lambda *args: runner.invoke(app, [str(a) for a in args])
 
 
 def write_inventory(directory: Path, double: PVEDouble, node, www: str, **variables) -> Path:

@@ -8,7 +8,6 @@ import json
 import pytest
 import testinfra
 
-from provisioner.cli import app
 from tests.real_ollama import STATE
 from tests.native_host import VERSION_A, VERSION_B, sh, systemd_container, write_native_inventory, www_server
 
@@ -30,17 +29,6 @@ def www():
 def host():
     with systemd_container() as name:
         yield name
-
-
-@pytest.fixture
-def provision(runner, tmp_path, monkeypatch):
-    """Run `provision ARGS` from a scratch directory (its .provision/ run directories stay there)."""
-    monkeypatch.chdir(tmp_path)
-
-    def _run(*args: str):
-        return runner.invoke(app, [str(a) for a in args])
-
-    return _run
 
 
 def _api(host: str, path: str) -> dict:
