@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .settings import HostSettings
 
 NVIDIA_MAJOR = 195  # fixed by NVIDIA: /dev/nvidia0…, /dev/nvidiactl, /dev/nvidia-modeset
+NVIDIA_VENDOR_ID = "10de"
 # CPU flags that decide whether Ollama's CPU and GPU runners can work (AVX gating, ollama#2187).
 CPU_FLAGS = ("avx", "avx2", "avx512f", "fma", "f16c")
 
@@ -116,6 +117,16 @@ class HostFacts(BaseModel):
     # Which values were assumed rather than discovered: (topic, note for a person).
     # Topics: driver, devices, gids, cpu, proxmox, cgroup, pci (see TargetModule.facts_used).
     assumptions: list[tuple[str, str]] = Field(default_factory=list)
+
+    @property
+    def nvidia_pci_addresses(self) -> list[str]:
+        """The PCI functions of vendor NVIDIA on the host."""
+        return [d.address for d in self.pci_devices if d.vendor_id == NVIDIA_VENDOR_ID]
+
+    @property
+    def has_nvidia_gpu(self) -> bool:
+        """An NVIDIA PCI device or a loaded NVIDIA driver: the host is installed for a GPU, not for CPU."""
+        return bool(self.nvidia_pci_addresses or self.nvidia_driver_version)
 
     def pci_ids(self, address: str) -> str | None:
         for dev in self.pci_devices:

@@ -15,8 +15,6 @@ from .facts import HostFacts, driver_major, minimum_driver
 if TYPE_CHECKING:
     from .settings import HostSettings
 
-NVIDIA_VENDOR_ID = "10de"
-
 
 @dataclass
 class HostPreflight:
@@ -34,10 +32,10 @@ class HostPreflight:
 def check_host_driver(settings: HostSettings, facts: HostFacts) -> HostPreflight:
     """The host's NVIDIA driver against Ollama's minimum (550; 570 for compute capability 5.0-6.2)."""
     result = HostPreflight(settings.host)
-    gpus = [d.address for d in facts.pci_devices if d.vendor_id == NVIDIA_VENDOR_ID]
+    gpus = facts.nvidia_pci_addresses
     driver = facts.nvidia_driver_version
     result.driver_version = driver
-    if not gpus and not driver:
+    if not facts.has_nvidia_gpu:
         result.cpu_only = True
         result.notes.append(f"{settings.host}: no NVIDIA GPU found (no PCI device of vendor 10de, no driver): "
                             "installing for CPU; the verification is expected to report 100% CPU")

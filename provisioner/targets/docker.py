@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from .. import fields
-from ..preflight import NVIDIA_VENDOR_ID
 from .base import FileSpec, Place, TargetModule
 
 if TYPE_CHECKING:
@@ -51,15 +50,12 @@ class DockerSettings(BaseModel):
         return self.ollama_docker_project_dir
 
 
-# The label that marks a container as the project's (templates/docker/compose.yaml.j2): a container
-# of the same name without it is someone else's and is never replaced or removed.
+# The label that marks a container as the project's, given to the compose template and to role
+# ollama_container from here: a container of the same name without it is someone else's and is
+# never replaced or removed.
 MANAGED_LABEL = "org.ollama-provisioner.managed"
 COMPOSE_TEMPLATE = "docker/compose.yaml.j2"
 DAEMON_FRAGMENT = "etc/docker/daemon.json.fragment"
-
-
-def _has_gpu(facts: HostFacts) -> bool:
-    return bool(facts.nvidia_driver_version) or any(d.vendor_id == NVIDIA_VENDOR_ID for d in facts.pci_devices)
 
 
 class DockerTarget(TargetModule):
@@ -84,7 +80,7 @@ class DockerTarget(TargetModule):
 
     def context(self, settings: HostSettings, facts: HostFacts) -> dict[str, Any]:
         # The NVIDIA runtime and the cgroupfs driver only where there is a GPU to hand to a container.
-        return {"has_gpu": _has_gpu(facts)}
+        return {"has_gpu": facts.has_nvidia_gpu, "managed_label": MANAGED_LABEL}
 
     def server_environment(self, settings: HostSettings) -> dict[str, str]:
         # Inside the container the server listens on every interface; the compose file publishes
@@ -115,6 +111,7 @@ class DockerTarget(TargetModule):
             # The rendered files, relative to OUT/<host>/ (playbooks/docker.yml joins them to it).
             "provision_docker_daemon_fragment": f"host/{DAEMON_FRAGMENT}",
             "ollama_container_name": settings.ollama_docker_container_name,
+            "ollama_container_label": MANAGED_LABEL,
             "ollama_container_project_dir": settings.ollama_docker_project_dir,
             "provision_docker_compose_file": f"host{settings.ollama_docker_project_dir}/compose.yaml",
             "ollama_container_image": f"{settings.ollama_docker_image}:{settings.docker_tag}",
