@@ -54,7 +54,8 @@ def module(pve: PVEDouble, state: str, *, check: bool = False, env: dict | None 
     """Run the module once through real Ansible (ad hoc, on the controller); (rc, result, output)."""
     params = {"api": {"host": pve.host, "port": pve.port, "ca_cert": pve.ca_path, **(api or {})},
               "node": "pve", "vmid": 120, "state": state, "task_timeout": 30, "address_timeout": 5, **args}
-    environment = {**os.environ, "ANSIBLE_LIBRARY": str(LIBRARY), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+    environment = {**os.environ, "ANSIBLE_LIBRARY": str(LIBRARY), "ANSIBLE_MODULE_UTILS": str(LIBRARY.parent / "module_utils"),
+                   "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
                    "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_NOCOLOR": "1",
                    "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
                    "ANSIBLE_INVENTORY_UNPARSED_FAILED": "0",

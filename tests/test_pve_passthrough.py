@@ -1,19 +1,30 @@
 """Role pve_container's node module: what `pct set` must change, and the raw lines' edit of VMID.conf.
 
-The plans are pure functions; the module running them over SSH on a node stand-in, with a pct
+The plans are pure functions (the devN one shared with the API module, module_utils/pve_devices.py); the module running them over SSH on a node stand-in, with a pct
 stand-in editing the file the way PVE does, is tested in tests/test_lxc_proxmox.py.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location(
-    "pve_passthrough", ROOT / "roles" / "pve_container" / "library" / "pve_passthrough.py")
-pt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pt)
+ROLE = ROOT / "roles" / "pve_container"
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# As Ansible runs them: the role's module_utils importable under ansible.module_utils.
+devices = _load("ansible.module_utils.pve_devices", ROLE / "module_utils" / "pve_devices.py")
+pt = _load("pve_passthrough", ROLE / "library" / "pve_passthrough.py")
 
 WANT = {"dev0": "/dev/nvidia0,gid=44", "dev1": "/dev/nvidiactl,gid=44", "dev2": "/dev/nvidia-uvm,gid=44"}
 
@@ -21,21 +32,21 @@ WANT = {"dev0": "/dev/nvidia0,gid=44", "dev1": "/dev/nvidiactl,gid=44", "dev2": 
 def test_nothing_to_do_when_every_node_is_passed_whatever_its_index_or_spelling():
     have = {"dev3": "/dev/nvidia0,gid=44", "dev0": "path=/dev/nvidiactl,gid=44", "dev1": "/dev/nvidia-uvm,gid=44",
             "dev5": "/dev/dri/renderD128"}
-    assert pt.plan_devices(WANT, have) == ({}, [])
+    assert devices.plan_devices(WANT, have) == ({}, [])
 
 
 def test_missing_nodes_take_free_indexes_stale_nvidia_entries_go_and_the_users_own_stay():
     have = {"dev0": "/dev/dri/renderD128", "dev1": "/dev/nvidia1,gid=44", "dev2": "/dev/nvidia0,gid=44"}
-    to_set, stale = pt.plan_devices(WANT, have)
+    to_set, stale = devices.plan_devices(WANT, have)
     # dev1 (a card no longer on the host) is reused, the user's /dev/dri entry is not touched.
     assert to_set == {"dev1": "/dev/nvidiactl,gid=44", "dev3": "/dev/nvidia-uvm,gid=44"}
     assert stale == []
-    to_set, stale = pt.plan_devices({"dev0": "/dev/nvidia0,gid=44"}, have)
+    to_set, stale = devices.plan_devices({"dev0": "/dev/nvidia0,gid=44"}, have)
     assert to_set == {} and stale == ["dev1"]
 
 
 def test_a_changed_option_rewrites_the_entry_in_place():
-    to_set, stale = pt.plan_devices({"dev0": "/dev/nvidia0,gid=44"}, {"dev4": "/dev/nvidia0,gid=0,mode=0666"})
+    to_set, stale = devices.plan_devices({"dev0": "/dev/nvidia0,gid=44"}, {"dev4": "/dev/nvidia0,gid=0,mode=0666"})
     assert to_set == {"dev4": "/dev/nvidia0,gid=44"} and stale == []
 
 

@@ -49,6 +49,7 @@ import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible.module_utils.pve_devices import device_entries, plan_devices
 
 try:
     import requests
@@ -86,7 +87,7 @@ def same_value(key: str, want: Any, have: Any) -> bool:
     """PVE adds defaults to property strings (hwaddr, type=veth): what we ask for must be there."""
     if have is None:
         return False
-    if re.fullmatch(r"net\d+|features|dev\d+", key):
+    if re.fullmatch(r"net\d+|features", key):
         have_items = property_string(have)
         return all(have_items.get(k) == v for k, v in property_string(want).items())
     if key == "tags":
@@ -245,14 +246,6 @@ def wanted_changes(want: dict[str, Any], have: dict[str, Any]) -> dict[str, Any]
     return {k: v for k, v in want.items() if k not in CREATE_ONLY and not same_value(k, v, have.get(k))}
 
 
-def stale_devices(want: dict[str, Any], have: dict[str, Any]) -> list[str]:
-    """devN entries for NVIDIA nodes that the rendered passthrough no longer has."""
-    wanted_paths = {property_string(v).get("_0") for k, v in want.items() if k.startswith("dev")}
-    return sorted(k for k, v in have.items() if re.fullmatch(r"dev\d+", k)
-                  and property_string(v).get("_0", "").startswith("/dev/nvidia")
-                  and property_string(v).get("_0") not in wanted_paths)
-
-
 def address(pve: Pve, vmid: int, timeout: int) -> str:
     deadline = time.monotonic() + timeout
     seen = "no interfaces"
@@ -346,8 +339,7 @@ def run(module: AnsibleModule) -> dict[str, Any]:
 
     restart = p["restart"]
     if p["config"] is not None and pve.ticket:
-        update = wanted_changes(devices, config)
-        stale = stale_devices(devices, config)
+        update, stale = plan_devices({k: str(v) for k, v in devices.items()}, device_entries(config))
         if update or stale:
             result["changed"] = True
             result["changes"].append("set device passthrough " + ", ".join(sorted(update) + [f"-{k}" for k in stale]))
