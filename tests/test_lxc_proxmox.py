@@ -21,21 +21,14 @@ import pytest
 from tests.native_host import DOCKER_HOST_IP, MODEL_FILE, VERSION_A, www_server
 from tests.pve_double import PVEDouble
 from tests.pve_node import pve_node
+from tests.test_pve_container import token_acl
 
 pytestmark = [pytest.mark.infra, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN, SECRET = "prov@pve!ci", "7e2d4c1a-9b3f-4a8e-b6d5-0c1f2e3a4b5c"
 VMID = 120
-CT_PRIVS = {"VM.Allocate", "VM.Audit", "VM.PowerMgmt", "VM.Config.CPU", "VM.Config.Memory", "VM.Config.Disk",
-            "VM.Config.Network", "VM.Config.Options"}
-ACL = {
-    f"/vms/{VMID}": CT_PRIVS,
-    "/storage/local-lvm": {"Datastore.AllocateSpace"},
-    "/storage/local": {"Datastore.Audit", "Datastore.AllocateTemplate"},
-    "/sdn/zones/localnetwork/vmbr0": {"SDN.Use"},
-    "/nodes/pve": {"Sys.Audit"},
-}
+ACL = token_acl(VMID)
 
 
 @pytest.fixture(scope="module")

@@ -26,15 +26,23 @@ LIBRARY = ROOT / "roles" / "pve_container" / "library"
 ANSIBLE = Path(sys.executable).parent / "ansible"
 TOKEN, SECRET = "prov@pve!ci", "0b8f6c2e-5a1d-4e7b-9c3f-6d2a8e1b4f70"
 ROOT_PW = "a-root-password-for-the-double"
+# What the README asks of the provisioner's token (section "The credential").
 CT_PRIVS = {"VM.Allocate", "VM.Audit", "VM.PowerMgmt", "VM.Config.CPU", "VM.Config.Memory", "VM.Config.Disk",
             "VM.Config.Network", "VM.Config.Options"}
-ACL = {
-    "/vms/120": CT_PRIVS,
-    "/storage/local-lvm": {"Datastore.AllocateSpace"},
-    "/storage/local": {"Datastore.Audit", "Datastore.AllocateTemplate", "Datastore.AllocateSpace"},
-    "/sdn/zones/localnetwork/vmbr0": {"SDN.Use"},
-    "/nodes/pve": {"Sys.Audit"},
-}
+
+
+def token_acl(vmid: int = 120, *, node: str = "pve", storage: str = "local-lvm", templates: str = "local",
+              bridge: str = "vmbr0") -> dict[str, set[str]]:
+    return {
+        f"/vms/{vmid}": CT_PRIVS,
+        f"/storage/{storage}": {"Datastore.AllocateSpace"},
+        f"/storage/{templates}": {"Datastore.Audit", "Datastore.AllocateTemplate"},
+        f"/sdn/zones/localnetwork/{bridge}": {"SDN.Use"},
+        f"/nodes/{node}": {"Sys.Audit"},
+    }
+
+
+ACL = token_acl()
 CREATE = {"hostname": "ollama", "ostemplate": DEFAULT_TEMPLATE, "cores": 4, "memory": 8192, "swap": 0,
           "rootfs": "local-lvm:16", "net0": "name=eth0,bridge=vmbr0,ip=dhcp", "unprivileged": 1,
           "features": "nesting=1", "onboot": 1, "start": 0}
