@@ -26,14 +26,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.native import timed  # noqa: E402
-from provisioner import inventory as inv  # noqa: E402
+from benchmarks.native import prepare, timed  # noqa: E402
 from provisioner import resources  # noqa: E402
-from provisioner.progress import Quiet  # noqa: E402
-from provisioner.render import render  # noqa: E402
-from provisioner.runner import AnsibleRunner, playbook_vars  # noqa: E402
 from provisioner.targets import Target  # noqa: E402
-from provisioner.workspace import Workspace  # noqa: E402
 from tests.native_host import LXC_HOST_IP, www_server  # noqa: E402
 from tests.test_lxc import write_lxc_inventory  # noqa: E402
 
@@ -67,18 +62,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp, www_server(LXC_HOST_IP) as www:
             work = Path(tmp)
             inventory = write_lxc_inventory(work / "inv", name, www)
-            workspace = Workspace(work / "state")
-            hosts = inv.load(inventory, Target.lxc, None).hosts
-            rendered = workspace.rendered("lxc").resolve()
-            render(hosts, rendered, None)
-            extra = playbook_vars(hosts, provision_rendered_dir=str(rendered))
-            runner = AnsibleRunner(workspace, inventory, Quiet())
+            runner, extra = prepare(work, inventory, Target.lxc)
             install = timed(runner, "lxc.yml", **extra)
             # The floor play beside the project's connection plugins, as the project's playbooks are.
             floor = work / "floor"
             floor.mkdir()
             (floor / "connection_plugins").symlink_to(resources.playbooks_dir() / "connection_plugins")
-            (floor / "floor.yml").write_text(floor_play(extra["provision_places"][hosts[0].host]))
+            (floor / "floor.yml").write_text(floor_play(next(iter(extra["provision_places"].values()))))
             floors, noops = [], []
             for _ in range(args.runs):
                 floors.append(timed(runner, str(floor / "floor.yml")))

@@ -38,6 +38,15 @@ def timed(runner: AnsibleRunner, playbook: str, **extravars) -> float:
     return time.perf_counter() - started
 
 
+def prepare(work: Path, inventory: Path, target: Target) -> tuple[AnsibleRunner, dict]:
+    """Load and render ``inventory`` for ``target`` as `provision` would; the runner and the playbook's variables."""
+    workspace = Workspace(work / "state")
+    hosts = inv.load(inventory, target, None).hosts
+    rendered = workspace.rendered(target.value).resolve()
+    render(hosts, rendered, None)
+    return AnsibleRunner(workspace, inventory, Quiet()), playbook_vars(hosts, provision_rendered_dir=str(rendered))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="repetitions of the floor and the no-op (median)")
@@ -45,14 +54,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, www_server() as www, systemd_container("op-bench") as host:
         work = Path(tmp)
         inventory = write_native_inventory(work / "inv", host, www)
-        workspace = Workspace(work / "state")
-        hosts = inv.load(inventory, Target.native, None).hosts
-        rendered = workspace.rendered("native").resolve()
-        render(hosts, rendered, None)
+        runner, extra = prepare(work, inventory, Target.native)
         floor_play = work / "floor.yml"
         floor_play.write_text(FLOOR_PLAY)
-        extra = playbook_vars(hosts, provision_rendered_dir=str(rendered))
-        runner = AnsibleRunner(workspace, inventory, Quiet())
 
         floors = [timed(runner, str(floor_play)) for _ in range(args.runs)]
         install = timed(runner, "native.yml", **extra)
