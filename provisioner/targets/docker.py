@@ -71,9 +71,10 @@ class DockerTarget(TargetModule):
                  method="merge", out=DAEMON_FRAGMENT),
     )
     fixes = {
-        "no-device-node": "configure the NVIDIA runtime (`nvidia-ctk runtime configure --runtime=docker` and restart "
-                          "docker) and request the GPU in the compose file (deploy.resources.reservations.devices, "
-                          "driver: nvidia); `provision --target docker` does both",
+        "no-device-node": "on a host with an NVIDIA GPU and driver, configure the NVIDIA runtime and request the GPU in "
+                          "the compose file (deploy.resources.reservations.devices, driver: nvidia); `provision --target "
+                          "docker` does both, merging runtimes.nvidia into daemon.json with your keys kept (by hand: "
+                          "`nvidia-ctk runtime configure --runtime=docker`, which rewrites the file, then restart docker)",
         "nvidia-smi-missing": "the NVIDIA runtime injects nvidia-smi: configure it "
                               "(`nvidia-ctk runtime configure --runtime=docker`)",
     }
