@@ -9,10 +9,11 @@ reads only this model, so every verdict can be tested from a recorded document.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .facts import DeviceNode, driver_from_proc
 
@@ -65,6 +66,51 @@ class ServerTuning(BaseModel):
     kv_cache_type: str | None = None
 
 
+class DockerView(BaseModel):
+    """What Docker says of the container and its engine (``docker inspect``, ``docker info``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    # HostConfig.DeviceRequests: [{"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]], ...}]
+    device_requests: list[dict[str, Any]] = Field(default_factory=list)
+    # HostConfig.Runtime: the OCI runtime the container was started with ("runc", "nvidia").
+    runtime: str | None = None
+    # The engine's runtimes (names) and cgroup driver ("systemd" or "cgroupfs").
+    runtimes: list[str] = Field(default_factory=list)
+    cgroup_driver: str | None = None
+    server_version: str | None = None
+
+    @field_validator("device_requests", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return v or []
+
+    @field_validator("runtimes", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        # docker info's .Runtimes is an object keyed by name.
+        return sorted(v) if isinstance(v, dict) else (v or [])
+
+    @property
+    def gpu_requested(self) -> bool:
+        return any(r.get("Driver") == "nvidia" or ["gpu"] in (r.get("Capabilities") or [])
+                   for r in self.device_requests)
+
+
+def parse_inspect(lines: list[str]) -> DockerView | None:
+    """The ``### inspect`` section: JSON objects one per line (the container's, then its engine's),
+    merged; None when no line is one (no such container, no engine)."""
+    found: dict[str, Any] = {}
+    for line in lines:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            found.update(doc)
+    return DockerView.model_validate(found) if found else None
+
+
 class Evidence(BaseModel):
     """Where a model runs and why: the server's answers plus what was read inside its place."""
 
@@ -91,8 +137,8 @@ class Evidence(BaseModel):
     cpu_flags: list[str] = Field(default_factory=list)
     cuda_visible_devices: str | None = None
     log: list[str] = Field(default_factory=list)
-    # docker inspect of the container, where the place is one.
-    docker: dict[str, Any] | None = None
+    # docker inspect of the container and docker info of its engine, where the place is one.
+    docker: DockerView | None = None
     # The host's kernel driver and device majors (from its facts), for a container whose user
     # space or nodes may differ from them.
     host_driver_version: str | None = None
@@ -203,6 +249,7 @@ def from_role(doc: dict[str, Any], target: str) -> Evidence:
         cpu_flags=cpu_flags_of(" ".join(raw.get("cpuinfo", []))),
         cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
         log=raw.get("log", []),
+        docker=parse_inspect(raw.get("inspect", [])),
     )
 
 

@@ -132,6 +132,8 @@ def _compute_capability(log: list[str]) -> tuple[int, int] | None:
 
 # --- the cause catalogue: evidence pattern -> cause -> fix ----------------------------------
 
+_NVML_UNKNOWN = "Failed to initialize NVML: Unknown Error"
+
 Rule = Callable[[Evidence, list[ModelVerdict]], Cause | None]
 RULES: list[tuple[str, Rule]] = []
 
@@ -204,7 +206,7 @@ def _majors(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
 
 @rule("no-driver-reachable")
 def _no_driver(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
-    nvml = "Failed to initialize NVML: Unknown Error"
+    nvml = _NVML_UNKNOWN
     if ev.proc_driver_version or not ev.nodes_known or not (nvml in ev.smi_text or ev.log_match(nvml)):
         return None
     return Cause("no-driver-reachable", f"nvidia-smi fails with '{nvml}' and the target has no "
@@ -215,17 +217,33 @@ def _no_driver(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
 
 @rule("docker-no-gpu-request")
 def _docker(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
-    if not ev.docker:  # read only where the place is a container (docker inspect)
+    if ev.docker is None:  # read only where the place is a container (docker inspect)
         return None
-    requests = ev.docker.get("device_requests") or []
-    runtimes = ev.docker.get("runtimes") or []
-    if not any((r.get("Driver") == "nvidia" or ["gpu"] in (r.get("Capabilities") or [])) for r in requests):
-        return Cause("docker-no-gpu-request", "the container was started without a GPU request",
+    if not ev.docker.gpu_requested:
+        return Cause("docker-no-gpu-request", "the container was started without a GPU request "
+                                              "(docker inspect: HostConfig.DeviceRequests is empty)",
                      "add deploy.resources.reservations.devices (driver: nvidia, capabilities: [gpu]) or run with --gpus all")
-    if "nvidia" not in runtimes:
-        return Cause("docker-no-nvidia-runtime", "Docker has no nvidia runtime configured",
+    if "nvidia" not in ev.docker.runtimes:
+        engine = f" ({', '.join(ev.docker.runtimes)})" if ev.docker.runtimes else ""
+        return Cause("docker-no-nvidia-runtime", f"the container requests a GPU but Docker has no nvidia runtime "
+                                                 f"configured{engine}",
                      "install nvidia-container-toolkit, run `nvidia-ctk runtime configure --runtime=docker` and restart docker")
     return None
+
+
+
+@rule("docker-nvml-lost")
+def _docker_nvml(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
+    # NVML worked when the container started, then lost its devices: under the systemd cgroup
+    # driver a `systemctl daemon-reload` on the host rewrites the container's device rules.
+    if ev.docker is None or not ev.proc_driver_version or not (_NVML_UNKNOWN in ev.smi_text or ev.log_match(_NVML_UNKNOWN)):
+        return None
+    driver = f" under the {ev.docker.cgroup_driver} cgroup driver" if ev.docker.cgroup_driver else ""
+    return Cause("docker-nvml-lost", f"NVML lost the GPU inside the container ({_NVML_UNKNOWN}){driver}: "
+                                     "a `systemctl daemon-reload` on the host drops the device access that the "
+                                     "NVIDIA runtime set up when the container started",
+                 "set exec-opts native.cgroupdriver=cgroupfs in /etc/docker/daemon.json, restart docker and "
+                 "recreate the container (`provision --target docker` merges it for you)")
 
 
 @rule("nvidia-uvm-missing")
@@ -304,11 +322,13 @@ def _cuda_error(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
     # Ollama's C log has no newline after the code: "…device context 800time=…".
     m = ev.log_match(r"(?:failed to get device context|CUDA error|cuda error|error code)\D{0,20}(999|800|46)(?!\d)")
     if m is None:
-        nvml = "Failed to initialize NVML: Unknown Error"
-        # With no driver reachable at all, no-driver-reachable names it; here a driver is there.
-        if ev.proc_driver_version and (ev.log_match(nvml) or nvml in ev.smi_text):
-            return Cause("cuda-error", "NVML lost the GPU (Failed to initialize NVML: Unknown Error)",
-                         "set exec-opts native.cgroupdriver=cgroupfs in /etc/docker/daemon.json and restart the container")
+        # With no driver reachable at all, no-driver-reachable names it; here a driver is there. In a
+        # Docker container docker-nvml-lost names it with Docker's cause.
+        if ev.docker is None and ev.proc_driver_version and (ev.log_match(_NVML_UNKNOWN) or _NVML_UNKNOWN in ev.smi_text):
+            return Cause("cuda-error", f"NVML lost the GPU ({_NVML_UNKNOWN}): the target can no longer open "
+                                       "the NVIDIA devices it had",
+                         "restart Ollama's container or VM so that its device access is set up again, and check "
+                         "that the host's `nvidia-smi` still works")
         return None
     cause, fix = _CUDA_ERRORS[m.group(1)]
     return Cause("cuda-error", cause, fix)

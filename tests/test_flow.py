@@ -124,7 +124,7 @@ def test_the_steps_run_in_order_with_the_variables_each_playbook_needs(inv, work
     assert verify["provision_verify"]["gpu2"] == {
         "model": "smollm2", "api_url": "http://127.0.0.1:11434",
         "log_command": "journalctl -u ollama --no-pager -o cat --since",
-        "env_command": "systemctl show ollama -p Environment --value", "exec": ""}
+        "env_command": "systemctl show ollama -p Environment --value", "exec": "", "inspect_command": ""}
 
     # One name per value: the role reads its own names, written from the inventory's.
     service = json.loads((rendered / "gpu2/service-vars.json").read_text())

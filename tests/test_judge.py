@@ -217,8 +217,21 @@ def _cuda(code):
     return change
 
 
+# docker inspect / docker info of a container that requested the GPU on an engine with the runtime.
+DOCKER_GPU = {"device_requests": [{"Driver": "nvidia", "Count": -1, "DeviceIDs": None, "Capabilities": [["gpu"]],
+                                   "Options": {}}],
+              "runtime": "runc", "runtimes": ["io.containerd.runc.v2", "nvidia", "runc"], "cgroup_driver": "systemd"}
+
+
 def _nvml_unknown(doc):
     doc["log"].append("Failed to initialize NVML: Unknown Error")
+    return on_cpu(doc)
+
+
+def _docker_nvml_lost(doc):
+    # A systemctl daemon-reload on the host under the systemd cgroup driver, after the container started.
+    doc["docker"] = copy.deepcopy(DOCKER_GPU)
+    doc["nvidia_smi"] = {"rc": 255, "stdout": "", "stderr": "Failed to initialize NVML: Unknown Error"}
     return on_cpu(doc)
 
 
@@ -270,11 +283,14 @@ CASES = [
     ("native", _old_driver_old_cc, "driver-too-old", "minimum 570 for compute capability 6.1", "570 or newer"),
     ("kvm", _no_avx, "vm-cpu-without-avx", "lacks AVX", "host-passthrough"),
     ("docker", _docker_no_request, "docker-no-gpu-request", "without a GPU request", "capabilities: [gpu]"),
-    ("docker", _docker_no_runtime, "docker-no-nvidia-runtime", "no nvidia runtime", "nvidia-ctk runtime configure"),
+    ("docker", _docker_no_runtime, "docker-no-nvidia-runtime", "requests a GPU but Docker has no nvidia runtime configured (runc)",
+     "nvidia-ctk runtime configure"),
     ("native", _cuda(999), "cuda-error", "CUDA error 999", "modprobe nvidia_uvm"),
     ("docker", _cuda(800), "cuda-error", "CUDA error 800", "cgroupfs"),
     ("native", _cuda(46), "cuda-error", "CUDA error 46", "nvidia-smi -c DEFAULT"),
-    ("docker", _nvml_unknown, "cuda-error", "Failed to initialize NVML: Unknown Error", "cgroupfs"),
+    ("lxc", _nvml_unknown, "cuda-error", "Failed to initialize NVML: Unknown Error", "restart Ollama's container"),
+    ("docker", _docker_nvml_lost, "docker-nvml-lost", "under the systemd cgroup driver: a `systemctl daemon-reload`",
+     "native.cgroupdriver=cgroupfs"),
     ("native", _hidden, "cuda-visible-devices", "CUDA_VISIBLE_DEVICES=-1", "ollama_cuda_visible_devices"),
     ("native", _too_big, "vram-too-small", "needs 30.0 GiB", "smaller quantisation"),
     ("lxc", _denied, "device-denied", "/dev/nvidia0, /dev/nvidiactl are in the target but the device cgroup refuses "
@@ -283,7 +299,7 @@ CASES = [
      "is 508", "remove nodes made with mknod inside the container"),
     ("lxc", _nvml_without_driver, "no-driver-reachable", "no /proc/driver/nvidia/version: no NVIDIA kernel driver is "
      "reachable", "modprobe nvidia"),
-    ("docker", _nvml_with_driver, "cuda-error", "NVML lost the GPU", "cgroupfs"),
+    ("native", _nvml_with_driver, "cuda-error", "NVML lost the GPU", "nvidia-smi"),
 ]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from provisioner import inventory
-from provisioner.errors import RenderError
+from provisioner.errors import InputError, RenderError
 from provisioner.facts import load_facts
 from provisioner.render import render
 from provisioner.targets.lxc import check_lxc_config
@@ -156,3 +156,13 @@ def test_docker_daemon_fragment_adds_the_nvidia_runtime_only_on_a_gpu_host(runne
     assert json.loads((tmp_path / "out/docker/docker-box/host/etc/docker/daemon.json.fragment").read_text()) == {}
     gpu = (GOLDEN / "docker/docker-box/host/etc/docker/daemon.json.fragment").read_text()
     assert json.loads(gpu)["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
+
+
+def test_insecure_registries_go_into_the_daemon_fragment_and_a_url_is_refused(tmp_path):
+    s = build_settings("box", Target.docker, {"ollama_docker_insecure_registries": ["10.0.0.5:5000", "mirror.lan"]})
+    (result,) = render([s], tmp_path)
+    fragment = json.loads((result.directory / "host/etc/docker/daemon.json.fragment").read_text())
+    assert fragment["insecure-registries"] == ["10.0.0.5:5000", "mirror.lan"]
+    with pytest.raises(InputError) as err:
+        build_settings("box", Target.docker, {"ollama_docker_insecure_registries": ["http://10.0.0.5:5000"]})
+    assert "ollama_docker_insecure_registries" in str(err.value) and "HOST:PORT" in str(err.value)

@@ -95,3 +95,28 @@ def test_a_node_the_device_cgroup_refuses_is_read_from_the_role_s_open_section()
     assert ev["node_access"] == {"/dev/nvidia0": "Operation not permitted", "/dev/nvidiactl": "ok",
                                  "/dev/nvidia-uvm": "ok"}
     assert [c.rule for c in judge(ev).causes][0] == "device-denied"
+
+
+# The `### inspect` section as the docker target's inspect_command prints it (docker inspect, then
+# docker info, each a Go template printing one JSON line; see tests/test_docker.py for the real run).
+DOCKER_INSPECT = """### inspect
+{"device_requests":[{"Driver":"nvidia","Count":-1,"DeviceIDs":null,"Capabilities":[["gpu"]],"Options":{}}],"runtime":"runc"}
+{"runtimes":{"io.containerd.runc.v2":{"path":"runc"},"runc":{"path":"runc"}},"cgroup_driver":"systemd","server_version":"20.10.24+dfsg1"}
+"""
+
+
+def test_docker_inspect_lines_become_the_docker_view_and_name_the_missing_runtime():
+    doc = copy.deepcopy(RECORDED)
+    doc["raw"] = RECORDED["raw"] + "\n" + DOCKER_INSPECT
+    ev = from_role(doc, "docker")
+    assert ev.docker is not None and ev.docker.gpu_requested
+    assert (ev.docker.runtime, ev.docker.runtimes, ev.docker.cgroup_driver) == (
+        "runc", ["io.containerd.runc.v2", "runc"], "systemd")
+    assert "docker-no-nvidia-runtime" in [c.rule for c in judge(ev).causes]
+
+
+def test_a_container_docker_cannot_inspect_gives_no_docker_view():
+    doc = copy.deepcopy(RECORDED)
+    doc["raw"] = RECORDED["raw"] + "\n### inspect\nError: No such container: ollama\n"
+    assert from_role(doc, "docker").docker is None
+    assert from_role(RECORDED, "native").docker is None

@@ -177,9 +177,11 @@ class TargetModule:
 
     def evidence_commands(self, settings: HostSettings) -> dict[str, str]:
         """How the verification reads the evidence for this host: ``log_command`` (appended "@EPOCH"),
-        ``env_command``, and ``exec``, a command prefix that runs a shell inside the place where the
-        place is not where Ansible's commands run (empty: they run there)."""
-        return {"log_command": self.log_command, "env_command": self.env_command, "exec": ""}
+        ``env_command``, ``exec``, a command prefix that runs a shell inside the place where the
+        place is not where Ansible's commands run (empty: they run there), and ``inspect_command``,
+        what the place's manager says of it as JSON (``docker inspect``; empty: nothing to ask)."""
+        return {"log_command": self.log_command, "env_command": self.env_command, "exec": "",
+                "inspect_command": ""}
 
     def pci_addresses(self, settings: HostSettings) -> list[str]:
         """The PCI functions this host's files name (their ids are read from the facts)."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import fields
 from .base import FileSpec, Place, TargetModule
@@ -14,6 +15,10 @@ if TYPE_CHECKING:
     from ..facts import HostFacts
     from ..preflight import HostPreflight
     from ..settings import HostSettings
+
+
+# HOST[:PORT] as daemon.json's insecure-registries takes it (a name, an IPv4 address or a CIDR).
+_REGISTRY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?|\d{1,3}(\.\d{1,3}){3}/\d{1,2}")
 
 
 class DockerSettings(BaseModel):
@@ -27,6 +32,9 @@ class DockerSettings(BaseModel):
     ollama_docker_container_name: str = "ollama"
     ollama_docker_project_dir: str = "/opt/ollama"
     ollama_docker_gpus: str = "all"
+    # Registries the engine reaches over plain HTTP (a mirror on the LAN): merged into daemon.json's
+    # insecure-registries next to the user's own entries.
+    ollama_docker_insecure_registries: list[str] = Field(default_factory=list)
 
     @field_validator("ollama_docker_project_dir")
     @classmethod
@@ -40,6 +48,16 @@ class DockerSettings(BaseModel):
         if text == "all" or (text.isdigit() and int(text) > 0):
             return text
         raise ValueError("must be 'all' or a number of GPUs greater than 0")
+
+    @field_validator("ollama_docker_insecure_registries", mode="before")
+    @classmethod
+    def _registries(cls, v: Any) -> list[str]:
+        items = [v] if isinstance(v, str) else list(v or [])
+        for item in items:
+            if not isinstance(item, str) or not _REGISTRY.fullmatch(item):
+                raise ValueError(f"{item!r} is not a registry address: give HOST or HOST:PORT "
+                                 "(e.g. 192.168.1.10:5000), without http:// or a path")
+        return items
 
     @property
     def docker_volume_is_bind(self) -> bool:
@@ -55,6 +73,17 @@ class DockerSettings(BaseModel):
 # never replaced or removed.
 MANAGED_LABEL = "org.ollama-provisioner.managed"
 COMPOSE_TEMPLATE = "docker/compose.yaml.j2"
+# What the verification asks Docker (evidence.DockerView), as Go templates printing JSON.
+INSPECT_CONTAINER = '{"device_requests":{{json .HostConfig.DeviceRequests}},"runtime":{{json .HostConfig.Runtime}}}'
+INSPECT_ENGINE = ('{"runtimes":{{json .Runtimes}},"cgroup_driver":{{json .CgroupDriver}},'
+                  '"server_version":{{json .ServerVersion}}}')
+
+
+def _go_template(template: str) -> str:
+    """A Go template as one single-quoted shell word whose braces Ansible's templating leaves alone:
+    each '{{' becomes '{' '' '{' (the shell joins the quoted pieces back)."""
+    return "'" + template.replace("'", "'\\''").replace("{{", "{''{") + "'"
+
 DAEMON_FRAGMENT = "etc/docker/daemon.json.fragment"
 
 
@@ -96,12 +125,15 @@ class DockerTarget(TargetModule):
 
     def evidence_commands(self, settings: HostSettings) -> dict[str, str]:
         name = shlex.quote(settings.ollama_docker_container_name)
-        # docker logs --since takes a Unix time without the "@" the role prefixes; the Go template's
-        # braces are split ('{''{') so that Ansible's templating leaves them alone.
+        # docker logs --since takes a Unix time without the "@" the role prefixes.
         return {
             "log_command": f'__ollama_docker_logs() {{ docker logs --since "${{1#@}}" {name}; }}; __ollama_docker_logs',
-            "env_command": f"docker inspect --type container -f '{{''{{range .Config.Env}}}}{{''{{println .}}}}{{''{{end}}}}' {name}",
+            "env_command": f"docker inspect --type container -f {_go_template('{{range .Config.Env}}{{println .}}{{end}}')} {name}",
             "exec": f"docker exec -i {name}",
+            # One JSON line for the container (its GPU request and runtime), one for its engine.
+            "inspect_command": (
+                f"docker inspect --type container -f {_go_template(INSPECT_CONTAINER)} {name}; "
+                f"docker info -f {_go_template(INSPECT_ENGINE)}"),
         }
 
     def host_vars(self, settings: HostSettings, checked: HostPreflight | None) -> dict[str, Any]:
