@@ -11,14 +11,41 @@ import re
 from typing import TYPE_CHECKING
 
 from .evidence import parse_nodes, sections
-from .facts import GpuFact, HostFacts, PciDevice, cpu_flags_of, driver_from_proc
+from .facts import NVIDIA_VENDOR_ID, GpuFact, HostFacts, PciDevice, cpu_flags_of, driver_from_proc
 
 if TYPE_CHECKING:
     from .runner import Runner
     from .settings import HostSettings
     from .workspace import Workspace
 
-NVIDIA_VENDOR = "0x10de"
+def _field(value: str | None) -> str | None:
+    return None if value in (None, "", "-") else value
+
+
+def parse_pci_line(line: str) -> PciDevice | None:
+    """One '### pci' line: address vendor device driver iommu-group class boot_vga, '-' for none.
+
+    Lines of older discoveries have no class and boot_vga, and an empty driver as two spaces.
+    """
+    parts = line.rstrip("\n").split(" ")
+    if len(parts) < 3 or not parts[1].startswith("0x"):
+        return None
+    parts += [""] * (7 - len(parts))
+    group, cls = _field(parts[4]), _field(parts[5])
+    return PciDevice(
+        address=parts[0], vendor_id=parts[1][2:], device_id=parts[2].removeprefix("0x"),
+        driver=_field(parts[3]), iommu_group=int(group) if group and group.isdigit() else None,
+        class_code=cls.removeprefix("0x") if cls else None, boot_vga=_field(parts[6]) == "1",
+    )
+
+
+def boot_loader(lines: list[str]) -> str:
+    """systemd-boot for a Proxmox VE host whose ESPs proxmox-boot-tool keeps with /etc/kernel/cmdline
+    (`proxmox-boot-tool status`: 'configured with: uefi'); grub otherwise."""
+    text = "\n".join(lines)
+    if "proxmox-boot-uuids" in text and "kernel-cmdline" in text and "configured with: grub" not in text:
+        return "systemd-boot"
+    return "grub"
 
 
 def parse_raw(text: str) -> HostFacts:
@@ -41,15 +68,14 @@ def parse_raw(text: str) -> HostFacts:
         parts = line.split(":")
         if len(parts) >= 3 and parts[2].isdigit():
             gids[parts[0]] = int(parts[2])
-    pci = []
+    nvidia, others = [], []
     for line in s.get("pci", []):
-        parts = line.split()
-        if len(parts) >= 3 and parts[1] == NVIDIA_VENDOR:
-            pci.append(PciDevice(
-                address=parts[0], vendor_id=parts[1][2:], device_id=parts[2][2:],
-                driver=parts[3] if len(parts) > 3 else None,
-                iommu_group=int(parts[4]) if len(parts) > 4 and parts[4].isdigit() else None,
-            ))
+        dev = parse_pci_line(line)
+        if dev is not None:
+            (nvidia if dev.vendor_id == NVIDIA_VENDOR_ID else others).append(dev)
+    iommu = dict(line.partition(" ")[::2] for line in s.get("iommu", []))
+    groups = iommu.get("groups", "").strip()
+    cmdline = s.get("cmdline")
     cpu_vendor, flags = "other", []
     for line in s.get("cpuinfo", []):
         key, _, value = line.partition(":")
@@ -77,7 +103,11 @@ def parse_raw(text: str) -> HostFacts:
         device_majors=majors,
         nvidia_device_nodes=nodes,
         group_gids=gids,
-        pci_devices=pci,
+        pci_devices=nvidia,
+        other_pci_devices=others,
+        iommu_enabled=int(groups) > 0 if groups.isdigit() else None,
+        kernel_cmdline=cmdline[0].strip() if cmdline else None,
+        boot_loader=boot_loader(s["boot"]) if "boot" in s else None,
         gpus=gpus,
         proxmox_version=pve.group(1) if pve else None,
         cgroup_version=cgroup_version,

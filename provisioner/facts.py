@@ -70,6 +70,17 @@ class DeviceNode(BaseModel):
     minor: int
 
 
+# PCI class codes (the first four hex digits of sysfs `class`) named as lspci names them.
+PCI_CLASS_NAMES = {
+    "0100": "SCSI controller", "0104": "RAID controller", "0106": "SATA controller",
+    "0108": "Non-Volatile memory controller", "0200": "Ethernet controller", "0280": "Network controller",
+    "0300": "VGA compatible controller", "0302": "3D controller", "0380": "Display controller",
+    "0401": "Multimedia audio controller", "0403": "Audio device", "0600": "Host bridge", "0601": "ISA bridge",
+    "0604": "PCI bridge", "0c03": "USB controller", "0c05": "SMBus", "0c80": "Serial bus controller",
+}
+PCI_BRIDGE_CLASS = "0604"
+
+
 class PciDevice(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -78,6 +89,31 @@ class PciDevice(BaseModel):
     device_id: str  # 2204
     driver: str | None = None
     iommu_group: int | None = None
+    # sysfs `class` without 0x, e.g. "030000" (VGA) or "040300" (audio); None in facts from before it was read.
+    class_code: str | None = None
+    # sysfs `boot_vga`: the firmware's boot display (only VGA functions have the file).
+    boot_vga: bool = False
+    # Not seen on the host: filled in from the documented assumptions (never written to a facts file).
+    assumed: bool = Field(default=False, exclude=True)
+
+    @property
+    def slot(self) -> str:
+        """The card this function belongs to: 0000:01:00 for 0000:01:00.1."""
+        return self.address.rsplit(".", 1)[0]
+
+    @property
+    def class_name(self) -> str:
+        code = (self.class_code or "")[:4]
+        return PCI_CLASS_NAMES.get(code, f"class {code}" if code else "class unknown")
+
+    @property
+    def is_bridge(self) -> bool:
+        return (self.class_code or "").startswith(PCI_BRIDGE_CLASS)
+
+    def describe(self) -> str:
+        """0000:00:14.0 (USB controller, 8086:a36d, driver xhci_hcd)"""
+        driver = f", driver {self.driver}" if self.driver else ""
+        return f"{self.address} ({self.class_name}, {self.vendor_id}:{self.device_id}{driver})"
 
 
 class GpuFact(BaseModel):
@@ -106,7 +142,18 @@ class HostFacts(BaseModel):
     device_majors: dict[str, int] = Field(default_factory=dict)
     nvidia_device_nodes: list[DeviceNode] = Field(default_factory=list)
     group_gids: dict[str, int] = Field(default_factory=dict)
+    # The NVIDIA PCI functions (vendor 10de) ...
     pci_devices: list[PciDevice] = Field(default_factory=list)
+    # ... and every other PCI function: what shares an IOMMU group with a card, what a wrong address names.
+    other_pci_devices: list[PciDevice] = Field(default_factory=list)
+    # Whether the kernel runs an IOMMU (/sys/kernel/iommu_groups has groups); None: not recorded
+    # (a facts file from before discovery read it).
+    iommu_enabled: bool | None = None
+    # The running kernel's command line (/proc/cmdline); None: not recorded.
+    kernel_cmdline: str | None = None
+    # What writes the kernel command line: grub (update-grub) or systemd-boot (Proxmox VE booted by
+    # proxmox-boot-tool with /etc/kernel/cmdline); None: not recorded.
+    boot_loader: Literal["grub", "systemd-boot"] | None = None
     # What nvidia-smi reports on the host; empty without a driver (or without nvidia-smi).
     gpus: list[GpuFact] = Field(default_factory=list)
     proxmox_version: str | None = None
@@ -128,11 +175,23 @@ class HostFacts(BaseModel):
         """An NVIDIA PCI device or a loaded NVIDIA driver: the host is installed for a GPU, not for CPU."""
         return bool(self.nvidia_pci_addresses or self.nvidia_driver_version)
 
+    def pci_device(self, address: str) -> PciDevice | None:
+        """The PCI function at ``address``, NVIDIA or not; None when the host has none there."""
+        return next((d for d in [*self.pci_devices, *self.other_pci_devices] if d.address == address), None)
+
+    def iommu_group_members(self, group: int) -> list[PciDevice]:
+        """Every PCI function in IOMMU group ``group``, in address order."""
+        return sorted((d for d in [*self.pci_devices, *self.other_pci_devices] if d.iommu_group == group),
+                      key=lambda d: d.address)
+
+    def card_functions(self, slot: str) -> list[PciDevice]:
+        """Every function of the card in ``slot`` (0000:01:00), in address order."""
+        return sorted((d for d in [*self.pci_devices, *self.other_pci_devices] if d.slot == slot),
+                      key=lambda d: d.address)
+
     def pci_ids(self, address: str) -> str | None:
-        for dev in self.pci_devices:
-            if dev.address == address:
-                return f"{dev.vendor_id}:{dev.device_id}"
-        return None
+        dev = self.pci_device(address)
+        return f"{dev.vendor_id}:{dev.device_id}" if dev else None
 
 
 # --- documented assumptions (README: "Rendering before a host is reachable") ---
@@ -155,7 +214,7 @@ ASSUMED_PROXMOX = "8.2"
 
 def _assumed_pci(address: str) -> PciDevice:
     vendor, device = ASSUMED_PCI_IDS.get(int(address[-1]), ASSUMED_PCI_IDS[0])
-    return PciDevice(address=address, vendor_id=vendor, device_id=device)
+    return PciDevice(address=address, vendor_id=vendor, device_id=device, assumed=True)
 
 
 def assumed_facts(pci_addresses: list[str] | None = None) -> HostFacts:

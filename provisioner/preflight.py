@@ -7,9 +7,9 @@ A refusal names the host, what was found and the fix; nothing on any host is cha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .errors import PreflightError
+from .errors import PreflightError, ProvisionError
 from .facts import HostFacts, driver_major, minimum_driver
 
 if TYPE_CHECKING:
@@ -27,6 +27,9 @@ class HostPreflight:
     cpu_only: bool = False
     # The host's NVIDIA kernel driver version (what a container's user space must match).
     driver_version: str | None = None
+    # Role variables the target decided from the host's facts (the kernel arguments of its IOMMU, say);
+    # TargetModule.host_vars passes them on.
+    role_vars: dict[str, Any] = field(default_factory=dict)
 
 
 def check_host_driver(settings: HostSettings, facts: HostFacts) -> HostPreflight:
@@ -79,3 +82,39 @@ def preflight(hosts: list[tuple[HostSettings, HostFacts]]) -> list[HostPreflight
     results = check(hosts)
     refuse(results)
     return results
+
+
+def run_preflight(*, target: Any, inventory: Any, limit: str | None = None, workspace: Any,
+                  facts_given: bool = False, display: Any, runner: Any = None) -> Any:
+    """`provision preflight`: validate, discover (unless ``facts_given``) and check every host; change nothing.
+
+    Returns the flow's result (command "preflight", each host's notes and problems under ``preflight``);
+    raises PreflightError, carrying that result, when any host is refused.
+    """
+    from .discover import discover
+    from .facts import load_hosts_facts
+    from .flow import _failed, _load
+    from .runner import AnsibleRunner
+
+    result, hosts = _load("preflight", target, inventory, limit)
+    display.line(f"validated {len(hosts)} host(s) of target {target}: {', '.join(h.host for h in hosts)}")
+    runner = runner or AnsibleRunner(workspace, inventory, display)
+    try:
+        if not facts_given:
+            display.line("discover: reading each host's GPU, driver, PCI and IOMMU facts (read-only)")
+            discover(workspace, runner, hosts, limit=limit)
+            result.steps.append("discover")
+        facts = load_hosts_facts(workspace.facts, hosts)
+        checked = check([(s, facts[s.host]) for s in hosts])
+        for p in checked:
+            result.host(p.host).preflight = [*p.notes, *p.problems]
+            for note in p.notes:
+                display.line(f"preflight: {note}")
+        result.steps.append("preflight")
+        result.run_dirs = [str(d) for d in runner.run_dirs]
+        refuse(checked)
+        return result
+    except PreflightError as exc:
+        raise _failed(result, exc, hosts, None) from None
+    except ProvisionError as exc:
+        raise _failed(result, exc, hosts, runner) from None

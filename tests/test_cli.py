@@ -29,7 +29,7 @@ def test_render_example_for_all_targets_writes_every_file(runner, tmp_path):
     for host in doc["hosts"]:
         for f in host["files"]:
             assert Path(f["path"]).is_file()
-    assert len(by_target["kvm"]["files"]) == 8
+    assert len(by_target["kvm"]["files"]) == 10
     assert any("RTX 3090" in a for a in by_target["kvm"]["assumptions"])
     assert by_target["native"]["assumptions"] == []
 

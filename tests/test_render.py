@@ -89,7 +89,7 @@ def test_proxmox_8_1_gets_one_devN_entry_per_node(tmp_path):
     assert not (result.directory / "host/etc/pve").exists()
 
 
-def test_kvm_vfio_ids_come_from_facts_and_iommu_from_cpu_vendor(tmp_path):
+def test_kvm_binding_names_the_addresses_and_iommu_comes_from_cpu_vendor(tmp_path):
     facts_dir = tmp_path / "facts"
     facts_dir.mkdir()
     (facts_dir / "k1.json").write_text(json.dumps({
@@ -101,10 +101,12 @@ def test_kvm_vfio_ids_come_from_facts_and_iommu_from_cpu_vendor(tmp_path):
     }))
     s = build_settings("k1", Target.kvm, {"kvm_gpu_pci_addresses": ["0000:0a:00.0", "0000:0a:00.1"]})
     (result,) = render([s], tmp_path / "out", facts_dir)
-    vfio = (result.directory / "host/etc/modprobe.d/vfio.conf").read_text()
+    vfio = (result.directory / "host/etc/modprobe.d/ollama-provisioner-vfio.conf").read_text()
+    bind = (result.directory / "host/usr/local/sbin/ollama-provisioner-vfio-bind").read_text()
     grub = (result.directory / "host/etc/default/grub.d/ollama-provisioner-iommu.cfg").read_text()
     xml = (result.directory / "host/libvirt/ollama-vm.xml").read_text()
-    assert "options vfio-pci ids=10de:22ba,10de:2684 disable_vga=1" in vfio
+    assert "ids=" not in vfio and "install vfio-pci /usr/local/sbin/ollama-provisioner-vfio-bind" in vfio
+    assert "for pair in 0000:0a:00.0=0x10de:0x2684 0000:0a:00.1=0x10de:0x22ba; do" in bind
     assert "amd_iommu=on iommu=pt" in grub
     assert "<address domain='0x0000' bus='0x0a' slot='0x00' function='0x1'/>" in xml
     assert "<cpu mode='host-passthrough'" in xml

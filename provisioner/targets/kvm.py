@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import fields
+from . import vfio
 from .base import FileSpec, Place, TargetModule, service_files
 
 if TYPE_CHECKING:
     from ..facts import HostFacts
+    from ..preflight import HostPreflight
     from ..settings import HostSettings
+
+# Where the host's VFIO preparation lands (role vfio_host installs each; files named after the project).
+MODPROBE_DEST = "/etc/modprobe.d/ollama-provisioner-vfio.conf"
+MODULES_DEST = "/etc/modules-load.d/ollama-provisioner-vfio.conf"
+BIND_DEST = "/usr/local/sbin/ollama-provisioner-vfio-bind"
+INITRAMFS_HOOK_DEST = "/etc/initramfs-tools/hooks/ollama-provisioner-vfio"
+GRUB_DEST = "/etc/default/grub.d/ollama-provisioner-iommu.cfg"
+# Host drivers that may claim a function of an NVIDIA card before vfio-pci, by the card's class.
+CLAIMING_DRIVERS = {"03": ["nvidia", "nouveau", "nvidiafb"], "0403": ["snd_hda_intel"], "0c03": ["xhci_pci"],
+                    "0c80": ["ucsi_ccg", "i2c_nvidia_gpu"]}
 
 
 class KvmSettings(BaseModel):
@@ -35,6 +47,10 @@ class KvmSettings(BaseModel):
     kvm_iommu: Literal["auto", "intel", "amd"] = "auto"
     kvm_guest_user: str = "ollama-admin"
     kvm_ssh_authorized_keys: list[str] = Field(default_factory=list)
+    # Pass the host's boot display (boot_vga 1) too; the host then has no local console.
+    kvm_allow_boot_gpu: bool = False
+    # Reboot the host when its VFIO preparation needs one; otherwise stop and say so.
+    kvm_allow_reboot: bool = False
 
     @field_validator("kvm_name")
     @classmethod
@@ -94,6 +110,20 @@ def hostdevs(settings: HostSettings, facts: HostFacts) -> list[dict[str, str]]:
     return out
 
 
+def claiming_drivers(settings: HostSettings, facts: HostFacts) -> list[str]:
+    """The host drivers that could claim a listed function first: vfio-pci is loaded before each (softdep)."""
+    drivers = list(CLAIMING_DRIVERS["03"])
+    for addr in settings.kvm_gpu_pci_addresses:
+        dev = facts.pci_device(addr)
+        code = (dev.class_code or "") if dev else ""
+        if not code and not addr.endswith(".0"):
+            code = "0403"  # not discovered: the second function of a card is its HDMI audio
+        for prefix, names in CLAIMING_DRIVERS.items():
+            if code.startswith(prefix):
+                drivers += [n for n in names if n not in drivers]
+    return drivers
+
+
 def iommu_vendor(settings: HostSettings, facts: HostFacts) -> str:
     if settings.kvm_iommu != "auto":
         return settings.kvm_iommu
@@ -109,9 +139,11 @@ class KvmTarget(TargetModule):
     virtual_cpu = True
     files = (
         FileSpec("kvm/domain.xml.j2", "host", "libvirt:{kvm_name}", method="define", out="libvirt/{kvm_name}.xml"),
-        FileSpec("kvm/vfio.conf.j2", "host", "/etc/modprobe.d/vfio.conf"),
-        FileSpec("kvm/modules-load.conf.j2", "host", "/etc/modules-load.d/vfio.conf"),
-        FileSpec("kvm/grub-iommu.cfg.j2", "host", "/etc/default/grub.d/ollama-provisioner-iommu.cfg"),
+        FileSpec("kvm/vfio.conf.j2", "host", MODPROBE_DEST),
+        FileSpec("kvm/vfio-bind.sh.j2", "host", BIND_DEST, mode="0755"),
+        FileSpec("kvm/initramfs-hook.sh.j2", "host", INITRAMFS_HOOK_DEST, mode="0755"),
+        FileSpec("kvm/modules-load.conf.j2", "host", MODULES_DEST),
+        FileSpec("kvm/grub-iommu.cfg.j2", "host", GRUB_DEST, when="grub"),
         FileSpec("kvm/user-data.j2", "host", "{kvm_seed_dir}/user-data", method="seed"),
         FileSpec("kvm/meta-data.j2", "host", "{kvm_seed_dir}/meta-data", method="seed"),
         *service_files("guest"),
@@ -132,11 +164,55 @@ class KvmTarget(TargetModule):
 
     def context(self, settings: HostSettings, facts: HostFacts) -> dict[str, Any]:
         devs = hostdevs(settings, facts)
+        iommu = iommu_vendor(settings, facts)
         return {
             "hostdevs": devs,
-            "vfio_ids": sorted({d["ids"] for d in devs if d["ids"]}),
-            "has_audio_function": any(not d["address"].endswith(".0") for d in devs),
-            "iommu": iommu_vendor(settings, facts),
+            "claiming_drivers": claiming_drivers(settings, facts),
+            "iommu": iommu,
+            "kernel_args": vfio.kernel_args(iommu),
+            # address=0xVENDOR:0xDEVICE, as the bind script compares them with sysfs.
+            "bind_pairs": " ".join(f"{d['address']}=0x{d['ids'].replace(':', ':0x')}" for d in devs),
+            "bind_dest": BIND_DEST,
+            "modprobe_dest": MODPROBE_DEST,
+        }
+
+    def conditions(self, settings: HostSettings, facts: HostFacts) -> dict[str, bool]:
+        # Proxmox VE booted by systemd-boot reads /etc/kernel/cmdline, not GRUB's files.
+        return {"grub": facts.boot_loader != "systemd-boot"}
+
+    def render_notes(self, settings: HostSettings, facts: HostFacts, texts: Mapping[str, str]) -> list[str]:
+        args = " ".join(vfio.kernel_args(iommu_vendor(settings, facts)))
+        if facts.boot_loader == "systemd-boot":
+            return [f"kernel arguments {args} are added to /etc/kernel/cmdline (Proxmox VE booted by systemd-boot), "
+                    "then `proxmox-boot-tool refresh`"]
+        return [f"kernel arguments {args} come from the GRUB drop-in, then `update-grub`"]
+
+    def preflight(self, settings: HostSettings, facts: HostFacts) -> HostPreflight:
+        """The VFIO host checks (provisioner/targets/vfio.py); the host's own NVIDIA driver plays no part:
+        the card goes to the VM, and the guest gets the driver."""
+        from ..preflight import HostPreflight
+
+        result = HostPreflight(settings.host)
+        addresses = list(settings.kvm_gpu_pci_addresses)
+        iommu = iommu_vendor(settings, facts)
+        result.role_vars = {"vfio_host_kernel_args": vfio.kernel_args(iommu)}
+        if not addresses:
+            result.cpu_only = True
+            result.notes.append(f"{settings.host}: no GPU listed (kvm_gpu_pci_addresses is empty): a VM without "
+                                "a GPU; the verification is expected to report 100% CPU")
+            return result
+        result.problems = vfio.check(settings.host, addresses, facts, iommu=iommu,
+                                     allow_boot_gpu=settings.kvm_allow_boot_gpu)
+        if not result.problems:
+            result.notes.append(vfio.describe_ok(settings.host, addresses, facts))
+        return result
+
+    def host_vars(self, settings: HostSettings, checked: HostPreflight | None) -> dict[str, Any]:
+        return {
+            **super().host_vars(settings, checked),
+            "vfio_host_pci_addresses": list(settings.kvm_gpu_pci_addresses),
+            "vfio_host_allow_reboot": settings.kvm_allow_reboot,
+            **(checked.role_vars if checked else {}),
         }
 
     def pci_addresses(self, settings: HostSettings) -> list[str]:
