@@ -105,7 +105,7 @@ def test_kvm_binding_names_the_addresses_and_iommu_comes_from_cpu_vendor(tmp_pat
     bind = (result.directory / "host/usr/local/sbin/ollama-provisioner-vfio-bind").read_text()
     grub = (result.directory / "host/etc/default/grub.d/ollama-provisioner-iommu.cfg").read_text()
     xml = (result.directory / "host/libvirt/ollama-vm.xml").read_text()
-    assert "ids=" not in vfio and "install vfio-pci /usr/local/sbin/ollama-provisioner-vfio-bind" in vfio
+    assert "ids=" not in vfio and "install vfio_pci /usr/local/sbin/ollama-provisioner-vfio-bind" in vfio
     assert "for pair in 0000:0a:00.0=0x10de:0x2684 0000:0a:00.1=0x10de:0x22ba; do" in bind
     assert "amd_iommu=on iommu=pt" in grub
     assert "<address domain='0x0000' bus='0x0a' slot='0x00' function='0x1'/>" in xml

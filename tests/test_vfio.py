@@ -202,7 +202,7 @@ def test_the_binding_names_addresses_not_ids(tmp_path):
     modprobe = (host / "etc/modprobe.d/ollama-provisioner-vfio.conf").read_text()
     script = (host / "usr/local/sbin/ollama-provisioner-vfio-bind").read_text()
     assert "ids=" not in modprobe
-    assert "install vfio-pci /usr/local/sbin/ollama-provisioner-vfio-bind\n" in modprobe
+    assert "install vfio_pci /usr/local/sbin/ollama-provisioner-vfio-bind\n" in modprobe
     assert [line for line in modprobe.splitlines() if line.startswith("softdep")] == [
         f"softdep {d} pre: vfio-pci" for d in ("nvidia", "nouveau", "nvidiafb", "snd_hda_intel")]
     assert "for pair in 0000:01:00.0=0x10de:0x2204 0000:01:00.1=0x10de:0x1aef; do" in script
