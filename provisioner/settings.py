@@ -267,7 +267,178 @@ class DriverSettings(BaseModel):
         return {"nvidia_host_allow_reboot": self.nvidia_driver_allow_reboot}
 
 
-SHARED_CONCERNS: tuple[type[BaseModel], ...] = (OllamaSettings, DriverSettings)
+_TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Characters a token may hold (base64, base64url, hex, `openssl rand -hex 32`): none of them can break
+# out of the proxy's token map, which matches each token exactly (case-sensitively).
+_TOKEN_CHARS_RE = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
+MIN_TOKEN_LENGTH = 32
+_WILDCARDS = ("0.0.0.0", "[::]", "::", "")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether the host part of a HOST:PORT address only listens on this machine."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if bare == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_port(v: str) -> str:
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT like 0.0.0.0:8443 or 192.168.1.20:443")
+    return v
+
+
+class ExposeToken(BaseModel):
+    """One client's token: revoked by removing its entry (by name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    token: SecretStr
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _TOKEN_NAME_RE.match(v):
+            raise ValueError("a token's name is letters, digits, '.', '_' and '-' (at most 64), like open-webui")
+        return v
+
+
+class ExposeSettings(BaseModel):
+    """Ollama reachable from the network: only behind a TLS proxy that checks a bearer token.
+
+    The proxy runs next to the service where the target runs it (role ollama_proxy, placed by
+    the shared service play). Secrets (the tokens, the key file's content) never reach a rendered
+    file: the role reads the tokens from the inventory itself, with no_log.
+    """
+
+    model_config = ConfigDict(extra="ignore", validate_default=True, frozen=True)
+
+    ollama_expose_address: str | None = None
+    ollama_expose_tls_cert: str | None = None
+    ollama_expose_tls_key: str | None = None
+    ollama_expose_tokens: list[ExposeToken] = Field(default_factory=list)
+    ollama_expose_health_unauthenticated: bool = False
+    ollama_listen_unauthenticated: bool = False
+
+    @field_validator("ollama_expose_address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        return None if v is None else _host_port(v)
+
+    @field_validator("ollama_expose_tls_cert", "ollama_expose_tls_key")
+    @classmethod
+    def _file(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        fields.abs_path(v)
+        from pathlib import Path
+
+        if not Path(v).is_file():
+            raise ValueError("no such file on the controller (a PEM file, copied to the target)")
+        return v
+
+    @field_validator("ollama_expose_tokens", mode="before")
+    @classmethod
+    def _tokens(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        if not isinstance(v, list) or not all(isinstance(t, dict) for t in v):
+            raise ValueError("must be a list of {name, token} entries")
+        return v
+
+    @model_validator(mode="after")
+    def _checks(self) -> ExposeSettings:
+        # Messages name a token by its name, never by its value.
+        names = [t.name for t in self.ollama_expose_tokens]
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"ollama_expose_tokens: the name {name!r} is used twice; give each client its own name")
+        for t in self.ollama_expose_tokens:
+            secret = t.token.get_secret_value()
+            if len(secret) < MIN_TOKEN_LENGTH:
+                raise ValueError(
+                    f"ollama_expose_tokens: the token named {t.name!r} has {len(secret)} characters; use at least "
+                    f"{MIN_TOKEN_LENGTH} (e.g. `openssl rand -hex 32`) and vault it")
+            if not _TOKEN_CHARS_RE.match(secret):
+                raise ValueError(
+                    f"ollama_expose_tokens: the token named {t.name!r} has characters other than letters, digits "
+                    "and ._~+/=-; use e.g. `openssl rand -hex 32`")
+        values = [t.token.get_secret_value() for t in self.ollama_expose_tokens]
+        if len(set(values)) != len(values):
+            raise ValueError("ollama_expose_tokens: two entries have the same token; give each client its own")
+        if (self.ollama_expose_tls_cert is None) != (self.ollama_expose_tls_key is None):
+            given, missing = (("ollama_expose_tls_cert", "ollama_expose_tls_key") if self.ollama_expose_tls_key is None
+                              else ("ollama_expose_tls_key", "ollama_expose_tls_cert"))
+            raise ValueError(f"{given} is set without {missing}; set both (a certificate and its key), or neither "
+                             "for a self-signed certificate made on the target")
+        if self.ollama_expose_address is not None and not self.ollama_expose_tokens:
+            raise ValueError(
+                "ollama_expose_address is set but ollama_expose_tokens is empty: every request would be refused; "
+                "add ollama_expose_tokens: [{name: ..., token: ...}] (vault them), or remove ollama_expose_address")
+        return self
+
+    # --- derived values ----------------------------------------------------------------------
+    @property
+    def exposed(self) -> bool:
+        return self.ollama_expose_address is not None
+
+    @property
+    def expose_host(self) -> str:
+        return (self.ollama_expose_address or "").rpartition(":")[0]
+
+    @property
+    def expose_port(self) -> int:
+        return int((self.ollama_expose_address or ":0").rpartition(":")[2])
+
+    def role_vars(self, host: str, upstream: str) -> dict[str, Any]:
+        """The ollama_proxy role's variables (no secret: the role reads the tokens from the inventory)."""
+        host_part = self.expose_host
+        bare = host_part[1:-1] if host_part.startswith("[") else host_part
+        names = [f"DNS:{host}"]
+        if bare not in _WILDCARDS:
+            try:
+                ipaddress.ip_address(bare)
+                names.append(f"IP:{bare}")
+            except ValueError:
+                names.append(f"DNS:{bare}")
+        return {
+            "ollama_proxy_enabled": True,
+            "ollama_proxy_port": self.expose_port,
+            "ollama_proxy_check_host": "127.0.0.1" if bare in _WILDCARDS else bare,
+            "ollama_proxy_upstream": upstream,
+            "ollama_proxy_tls_cert_src": self.ollama_expose_tls_cert or "",
+            "ollama_proxy_tls_key_src": self.ollama_expose_tls_key or "",
+            "ollama_proxy_tls_common_name": host,
+            "ollama_proxy_tls_subject_alt_names": names,
+        }
+
+
+def exposure_problems(settings: HostSettings) -> list[str]:
+    """Checks between the listen address and the exposure: no open API without the explicit opt-in."""
+    listen, expose = settings.ollama_listen_address, settings.ollama_expose_address
+    if expose is not None:
+        if not is_loopback(settings.listen_host):
+            return [f"ollama_listen_address = {listen!r} with ollama_expose_address = {expose!r}: behind the proxy "
+                    "Ollama stays on loopback; set ollama_listen_address to 127.0.0.1:11434 (the default), or remove "
+                    "ollama_expose_address"]
+        bare = settings.expose_host
+        if settings.expose_port == settings.listen_port and (bare in _WILDCARDS or bare == settings.listen_host):
+            return [f"ollama_expose_address = {expose!r} takes the port Ollama listens on ({listen}); "
+                    "give the proxy another port (e.g. 0.0.0.0:8443)"]
+        return []
+    if not is_loopback(settings.listen_host) and not settings.ollama_listen_unauthenticated:
+        return [f"ollama_listen_address = {listen!r} opens Ollama's API, which has no authentication, to the network; "
+                "set ollama_expose_address (HTTPS with tokens, Ollama stays on loopback) and keep "
+                "ollama_listen_address on 127.0.0.1, or set ollama_listen_unauthenticated: true to accept an open API"]
+    return []
+
+
+SHARED_CONCERNS: tuple[type[BaseModel], ...] = (OllamaSettings, DriverSettings, ExposeSettings)
 
 
 def _all_concerns() -> tuple[type[BaseModel], ...]:
@@ -323,6 +494,19 @@ class HostSettings:
         return self.concern(DriverSettings)
 
     @property
+    def expose(self) -> ExposeSettings:
+        return self.concern(ExposeSettings)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Lines printed on every run: settings that are allowed but unsafe."""
+        if self.ollama_listen_unauthenticated and not self.expose.exposed and not is_loopback(self.listen_host):
+            return [f"warning: {self.host}: Ollama listens on {self.ollama_listen_address} without authentication "
+                    "(ollama_listen_unauthenticated: true): anyone who reaches that address can use and change "
+                    "the server; set ollama_expose_address to put it behind TLS and tokens"]
+        return []
+
+    @property
     def ollama_environment(self) -> dict[str, str]:
         """The server's environment, in one place for the drop-in and the compose file alike."""
         return self.module.server_environment(self)
@@ -372,6 +556,16 @@ def unknown_variables(variables: dict[str, Any]) -> list[tuple[str, str | None]]
     return found
 
 
+def _is_secret(annotation: Any) -> bool:
+    text = repr(annotation)
+    return "SecretStr" in text or "ExposeToken" in text
+
+
+# Variables whose values are never echoed in an error (the value shown is ********).
+SECRET_VARIABLES = frozenset(
+    name for model in CONCERNS for name, f in model.model_fields.items() if _is_secret(f.annotation))
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -388,7 +582,7 @@ def format_validation_error(host: str, exc: ValidationError) -> list[str]:
             continue
         variable = loc[0]
         where = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
-        value = err.get("input")
+        value = "********" if variable in SECRET_VARIABLES else err.get("input")
         lines.append(f"host {host!r}: {variable}{where} = {_short(value)}: {msg}")
     return lines
 
@@ -409,7 +603,8 @@ def build_settings(host: str, target: Target, variables: dict[str, Any],
     if problems:
         raise SettingsError(problems[0], details=problems[1:])
     settings = HostSettings(host, target, address, tuple(concerns))
-    problems = [f"host {host!r}: {line}" for line in settings.module.check_settings(settings)]
+    problems = [f"host {host!r}: {line}"
+                for line in [*exposure_problems(settings), *settings.module.check_settings(settings)]]
     if problems:
         raise SettingsError(problems[0], details=problems[1:])
     return settings

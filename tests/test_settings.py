@@ -48,7 +48,8 @@ def test_own_sha256_replaces_the_release_checksum_file():
 
 
 def test_docker_environment_listens_inside_and_tag_follows_version():
-    s = settings(Target.docker, ollama_version="0.12.3", ollama_listen_address="192.168.1.5:8080")
+    s = settings(Target.docker, ollama_version="0.12.3", ollama_listen_address="192.168.1.5:8080",
+                 ollama_listen_unauthenticated=True)
     assert s.ollama_environment["OLLAMA_HOST"] == "0.0.0.0:11434"
     assert "OLLAMA_MODELS" not in s.ollama_environment
     assert (s.docker_tag, s.listen_host, s.listen_port) == ("0.12.3", "192.168.1.5", 8080)
