@@ -29,6 +29,7 @@ from .facts import HostFacts, load_hosts_facts
 from .preflight import HostPreflight
 from .settings import HostSettings
 from .targets import FileSpec, Target
+from .targets.base import EXPOSED
 
 MANAGED = (
     "Managed by ollama-provisioner (`provision render`). Local changes are overwritten\n"
@@ -158,7 +159,7 @@ def render_host(settings: HostSettings, facts: HostFacts, out_dir: Path, *,
                 checked: HostPreflight | None = None) -> HostRender:
     module = settings.module
     ctx = {**base_context(settings, facts), **module.context(settings, facts)}
-    cond = module.conditions(settings, facts)
+    cond = {EXPOSED: settings.expose.exposed, **module.conditions(settings, facts)}
     attrs = _Attrs(settings)
     host_dir = out_dir / settings.host
     rendered: list[tuple[FileSpec, str, str, Path]] = []

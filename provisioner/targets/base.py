@@ -67,6 +67,21 @@ def service_files(scope: str) -> tuple[FileSpec, ...]:
     return (FileSpec(UNIT_TEMPLATE, scope, UNIT_DEST), FileSpec(DROPIN_TEMPLATE, scope, DROPIN_DEST))
 
 
+PROXY_CONFIG_DEST = "/etc/ollama-proxy/nginx.conf"
+PROXY_UNIT_DEST = "/etc/systemd/system/ollama-proxy.service"
+PROXY_CERT = "/etc/ollama-proxy/tls/cert.pem"
+# The condition every target has (render.py sets it): ollama_expose_address is set.
+EXPOSED = "exposed"
+
+
+def proxy_files(scope: str) -> tuple[FileSpec, ...]:
+    """The TLS and token proxy's config and unit (role ollama_proxy), rendered for ``scope`` when the
+    host is exposed. A target adds them beside its service's files, in the scope where its proxy runs;
+    the token list is never rendered (the role writes it from the inventory, with no_log)."""
+    return (FileSpec("common/ollama-proxy.nginx.conf.j2", scope, PROXY_CONFIG_DEST, when=EXPOSED),
+            FileSpec("common/ollama-proxy.service.j2", scope, PROXY_UNIT_DEST, when=EXPOSED))
+
+
 @dataclass(frozen=True)
 class Place:
     """Where Ollama runs for one inventory host, and how Ansible reaches it.
@@ -110,6 +125,8 @@ class TargetModule:
     env_command: ClassVar[str] = "systemctl show ollama -p Environment --value"
     # Where in OUT/<host>/ the service play finds the unit and drop-in (the scope of service_files).
     service_scope: ClassVar[str] = "host"
+    # Where the exposed proxy's certificate is, read inside the place by the verification (its pin).
+    proxy_cert: ClassVar[str] = PROXY_CERT
 
     @property
     def status(self) -> str:
@@ -195,9 +212,29 @@ class TargetModule:
     def service_vars(self, settings: HostSettings) -> dict[str, Any]:
         """Role variables of the shared service play at the place, read from OUT/<host>/service-vars.json.
 
-        The unit and drop-in it installs are the files rendered under OUT/<host>/<service_scope>/.
+        The unit and drop-in it installs are the files rendered under OUT/<host>/<service_scope>/, and
+        so are the proxy's (role ollama_proxy) when the host is exposed.
         """
-        return settings.ollama.role_vars()
+        return {**settings.ollama.role_vars(), **self.proxy_vars(settings)}
+
+    def proxy_vars(self, settings: HostSettings) -> dict[str, Any]:
+        """The ollama_proxy role's variables where the host is exposed (none otherwise: the role's default
+        removes a proxy left from an earlier exposure). The proxy runs next to the service and reaches
+        it at the service's own URL."""
+        if not settings.expose.exposed:
+            return {}
+        return settings.expose.role_vars(settings.host, settings.api_url)
+
+    def expose_url(self, settings: HostSettings, place_address: str | None) -> str | None:
+        """Where the controller reaches the proxy: the exposed address itself, or, for a wildcard, the
+        address the place reports (its first one, read by the verification). None: not exposed."""
+        if not settings.expose.exposed:
+            return None
+        host = settings.expose_host
+        if host in ("0.0.0.0", "[::]", "::", ""):
+            host = place_address or settings.address or settings.host
+            host = f"[{host}]" if ":" in host else host
+        return f"https://{host}:{settings.expose_port}"
 
     def extravars(self, settings: list[HostSettings]) -> dict[str, Any]:
         """Extra Ansible variables of this target's playbook for these hosts."""

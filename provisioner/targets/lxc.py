@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from .. import fields
 from ..errors import RenderError
 from ..facts import NVIDIA_MAJOR
-from .base import FileSpec, Place, TargetModule, service_files
+from .base import FileSpec, Place, TargetModule, proxy_files, service_files
 
 if TYPE_CHECKING:
     from ..facts import HostFacts
@@ -237,6 +237,9 @@ class LxcTarget(TargetModule):
         FileSpec("lxc/proxmox-raw.conf.j2", "host", "/etc/pve/lxc/{lxc_vmid}.conf",
                  method="append", out="etc/pve/lxc/{lxc_vmid}.conf.append", when="proxmox_raw"),
         *service_files("guest"),
+        # The proxy (when exposed) runs inside the container next to the service: the container's own
+        # address (on lxc_bridge) is where the LAN reaches it.
+        *proxy_files("guest"),
     )
     fixes = {
         "no-device-node": "pass the nodes in: devN entries (Proxmox VE >= 8.1) or lxc.mount.entry plus "

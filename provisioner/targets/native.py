@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from .base import DROPIN_TEMPLATE, UNIT_TEMPLATE, Place, TargetModule, service_files
+from .base import DROPIN_TEMPLATE, UNIT_TEMPLATE, Place, TargetModule, proxy_files, service_files
 
 if TYPE_CHECKING:
     from ..facts import HostFacts
@@ -49,7 +49,8 @@ class NativeTarget(TargetModule):
     name = "native"
     description = "Ollama as a hardened systemd service on the host"
     apply_ready = True
-    files = service_files("host")
+    # The proxy (when exposed) runs on the host next to the service.
+    files = (*service_files("host"), *proxy_files("host"))
 
     def render_notes(self, settings: HostSettings, facts: HostFacts, texts: Mapping[str, str]) -> list[str]:
         exposure = security_exposure(texts[UNIT_TEMPLATE], texts[DROPIN_TEMPLATE])
