@@ -388,6 +388,76 @@ def ollama_images() -> tuple[str, ...]:
     return tuple(built)
 
 
+# --- a real local registry (Debian's docker-registry) holding those images ----------------------
+
+REGISTRY_CONFIG = """\
+version: 0.1
+log: {{level: error}}
+storage:
+  filesystem: {{rootdirectory: {root}}}
+  delete: {{enabled: true}}
+http:
+  addr: 0.0.0.0:{port}
+"""
+
+
+@dataclass(frozen=True)
+class Registry:
+    address: str  # HOST:PORT as the test hosts reach it (Docker's default bridge), over plain HTTP
+    repository: str  # ollama_docker_image: ADDRESS/ollama
+
+    def image(self, tag: str) -> str:
+        return f"{self.repository}:{tag}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+@functools.cache
+def registry() -> Registry:
+    """Debian's docker-registry (the real Distribution registry) serving on every interface of this
+    machine, once per test process, with ollama_images() pushed to it by this machine's engine
+    (which trusts a registry on 127.0.0.1 over HTTP). The test hosts pull from DOCKER_HOST_IP:PORT,
+    which their engine reaches over HTTP only through daemon.json's insecure-registries: the
+    project's merge adds it. Storage is kept under the state directory, so a later session pushes
+    only what changed."""
+    from tests.real_ollama import STATE
+
+    images = ollama_images()
+    port = _free_port()
+    root = STATE / "registry"
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / f"config-{port}.yml"
+    config.write_text(REGISTRY_CONFIG.format(root=root / "data", port=port))
+    log = open(root / "registry.log", "ab")
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
+    atexit.register(proc.terminate)
+    atexit.register(config.unlink, missing_ok=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            import urllib.request
+
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"docker-registry did not answer on port {port}: see {root / 'registry.log'}")
+            time.sleep(0.2)
+    for image in images:
+        local = f"127.0.0.1:{port}/ollama:{image.rsplit(':', 1)[1]}"
+        _docker("tag", image, local)
+        _docker("push", "-q", local)
+        _docker("rmi", local)
+    address = f"{DOCKER_HOST_IP}:{port}"
+    return Registry(address=address, repository=f"{address}/ollama")
+
+
 def load_images(host: str, *images: str) -> None:
     """Move images from this machine's engine into ``host``'s (shared layers travel once)."""
     save = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE)
@@ -396,3 +466,39 @@ def load_images(host: str, *images: str) -> None:
     save.stdout.close()
     if save.wait() != 0 or load.returncode != 0:
         raise AssertionError(f"loading {images} into {host} failed: {load.stderr.decode().strip()}")
+
+
+# --- a long-lived Docker host for the Quick start and the molecule scenario ---------------------
+
+
+def up(name: str, hostname: str | None = None) -> None:
+    """Start a Docker host named ``name`` (kept until ``down``) with the Ollama images loaded into its
+    engine; one already running is kept as it is."""
+    running = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True)
+    if running.stdout.strip() == "true":
+        return
+    subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True)
+    print(f"docker host: building the Docker host image and the Ollama images (once), starting {name}", flush=True)
+    # An engine image left by an earlier build serves as well: docker.yml converges role docker_host on it.
+    image = _docker("image", "inspect", "-f", "{{.Id}}", DOCKERHOST_IMAGE, check=False) or dockerhost_image().image_id
+    images = ollama_images()
+    _docker("run", "-d", "--name", name, "--hostname", hostname or name, *DIND_ARGS, image)
+    _wait(name, "docker info >/dev/null 2>&1", None, 90)
+    load_images(name, *images)
+
+
+def down(name: str) -> None:
+    """Remove the Docker host ``name`` and its engine's volume."""
+    subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    usage = "usage: python -m tests.docker_host up NAME [HOSTNAME] | down NAME"
+    if len(sys.argv) < 3 or sys.argv[1] not in ("up", "down"):
+        sys.exit(usage)
+    if sys.argv[1] == "up":
+        up(*sys.argv[2:4])
+    else:
+        down(sys.argv[2])

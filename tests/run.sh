@@ -15,7 +15,7 @@ echo "=== unit tests"
 .venv/bin/pytest -q -m "not infra" "$@"
 echo "=== infrastructure tests"
 set +e
-.venv/bin/pytest -q -m infra "$@"
+.venv/bin/pytest -q -m infra --durations=25 "$@"
 rc=$?
 set -e
 # 5 = no test selected (e.g. a -k that matches only unit tests): not a failure.

@@ -278,6 +278,7 @@ CASES = [
     ("lxc", _uvm_missing, "nvidia-uvm-missing", "/dev/nvidia-uvm is missing", "nvidia-modprobe -u -c=0"),
     ("lxc", _smi_missing, "nvidia-smi-missing", "nvidia-smi is missing in the target", "exactly the host's version (550.90.07)"),
     ("native", _mismatch_nvml, "driver-mismatch", "Driver/library version mismatch", "reboot"),
+    ("docker", _mismatch_nvml, "driver-mismatch", "Driver/library version mismatch", "recreate the container"),
     ("lxc", _mismatch_versions, "driver-mismatch", "550.54.14 in the target differs from the host's kernel driver 550.90.07", "exactly 550.90.07"),
     ("native", _old_driver, "driver-too-old", "535.183.01 is older than Ollama's minimum 550", "550 or newer"),
     ("native", _old_driver_old_cc, "driver-too-old", "minimum 570 for compute capability 6.1", "570 or newer"),

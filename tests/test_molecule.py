@@ -1,5 +1,5 @@
-"""The molecule scenarios (ollama_service on a systemd container, the lxc target in a real LXC container):
-converge twice (the second must change nothing), then testinfra."""
+"""The molecule scenarios (ollama_service on a systemd container, the lxc target in a real LXC container,
+the docker target on a Docker-in-Docker host): converge twice (the second must change nothing), then testinfra."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ pytestmark = [pytest.mark.infra, pytest.mark.slow]
     # lxc_container; converge is the shared service play inside it; testinfra through Ansible's
     # LXC connection.
     ("lxc_container", LXC_HOST_IP),
+    # The docker target's: the instance is a Docker host (Docker in Docker, tests/docker_host.py) made
+    # and destroyed by the scenario's own playbooks; converge is playbooks/docker.yml on it.
+    ("ollama_container", DOCKER_HOST_IP),
 ])
 def test_molecule_scenario_converges_twice_with_no_change_then_testinfra(role, host_ip):
     venv_bin = str(Path(sys.executable).parent)

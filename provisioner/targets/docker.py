@@ -106,6 +106,10 @@ class DockerTarget(TargetModule):
                           "`nvidia-ctk runtime configure --runtime=docker`, which rewrites the file, then restart docker)",
         "nvidia-smi-missing": "the NVIDIA runtime injects nvidia-smi: configure it "
                               "(`nvidia-ctk runtime configure --runtime=docker`)",
+        "driver-mismatch": "the NVIDIA runtime mounts the host's driver libraries into the container, so they "
+                           "follow the host: reboot the host after a driver upgrade (the loaded kernel module is "
+                           "still the old one), then recreate the container (`docker compose up -d "
+                           "--force-recreate` in the project directory, or `provision --target docker`)",
     }
 
     def context(self, settings: HostSettings, facts: HostFacts) -> dict[str, Any]:
@@ -150,6 +154,8 @@ class DockerTarget(TargetModule):
             "ollama_container_image": f"{settings.ollama_docker_image}:{settings.docker_tag}",
             "ollama_container_volume": settings.ollama_docker_volume,
             "ollama_container_api_url": settings.api_url,
+            "ollama_container_publish_address": settings.listen_host.strip("[]") or "0.0.0.0",
+            "ollama_container_publish_port": settings.listen_port,
             "ollama_container_models": [m.model_dump(by_alias=True, exclude_none=True) for m in settings.ollama_models],
             "ollama_container_keep_alive": settings.ollama_keep_alive,
         }

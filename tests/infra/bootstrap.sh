@@ -19,7 +19,7 @@ APT_PACKAGES=(
   docker.io docker-compose debootstrap iptables lxc lxc-dev dnsmasq-base bridge-utils rsync
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu
   libvirt-clients libvirt-dev libxml2-utils pkg-config gcc e2fsprogs openssh-client
-  cloud-init zstd curl ca-certificates
+  cloud-init zstd curl ca-certificates docker-registry
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -58,21 +58,7 @@ fi
 
 if [ "$TARGET" = docker ]; then
   bash tests/infra/systemd-image.sh
-  .venv/bin/python - <<'PY'
-import subprocess
-from tests.docker_host import DIND_ARGS, _wait, dockerhost_image, load_images, ollama_images
-NAME = "ollama-provisioner-docker"
-running = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", NAME], capture_output=True, text=True)
-if running.stdout.strip() != "true":
-    subprocess.run(["docker", "rm", "-f", "-v", NAME], capture_output=True)
-    print(f"local: building the Docker host image and the Ollama image (once), starting {NAME}", flush=True)
-    image = dockerhost_image().image_id
-    images = ollama_images()
-    subprocess.run(["docker", "run", "-d", "--name", NAME, "--hostname", "ollama-local-docker", *DIND_ARGS, image],
-                   check=True, capture_output=True)
-    _wait(NAME, "docker info >/dev/null 2>&1", None, 90)
-    load_images(NAME, *images)
-PY
+  .venv/bin/python -m tests.docker_host up ollama-provisioner-docker ollama-local-docker
 fi
 
 echo "local: provision --target $TARGET -i inventories/local $*"
