@@ -24,6 +24,7 @@ from .render import render, write_role_vars
 from .runner import AnsibleRunner, Runner, RunResult, host_limit, playbook_vars
 from .settings import HostSettings
 from .targets import Target
+from .verify import ExposureCheck
 from .workspace import Workspace
 
 
@@ -48,11 +49,14 @@ class HostResult:
     place: str | None = None
     answers_at: str | None = None
     verdict: Verdict | None = None
+    # The exposure check through the proxy (verify.ExposureCheck), for an exposed host.
+    exposure: ExposureCheck | None = None
     errors: list[HostError] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["verdict"] = self.verdict.to_dict() if self.verdict else None
+        data["exposure"] = self.exposure.to_dict() if self.exposure else None
         return data
 
 
@@ -151,6 +155,9 @@ def run_flow(*, target: Target, inventory: Path, limit: str | None = None, works
     result.check = check
     module = hosts[0].module
     display.line(f"validated {len(hosts)} host(s) of target {target}: {', '.join(h.host for h in hosts)}")
+    for s in hosts:
+        for warning in s.warnings:
+            display.line(warning)
     runner = runner or AnsibleRunner(workspace, inventory, display)
     rendered = workspace.rendered(module.name)
     blocked = _not_applicable(hosts)
@@ -196,12 +203,15 @@ def run_flow(*, target: Target, inventory: Path, limit: str | None = None, works
         if check:
             display.line("verify: skipped in a dry run (nothing was installed)")
         else:
+            exposures: dict[str, ExposureCheck] = {}
             verdicts = verify_target(hosts, workspace, runner, limit=limit, facts=facts,
-                                     expect={h: "cpu" for h in cpu_only})
+                                     expect={h: "cpu" for h in cpu_only}, exposures=exposures)
             result.steps.append("verify")
             for v in verdicts:
                 result.host(v.host).verdict = v
-            result.exit_code = max(v.exit_code for v in verdicts)
+            for host, checked_exposure in exposures.items():
+                result.host(host).exposure = checked_exposure
+            result.exit_code = max([v.exit_code for v in verdicts] + [e.exit_code for e in exposures.values()])
         result.run_dirs = [str(d) for d in runner.run_dirs]
         return result
     except ProvisionError as exc:
@@ -210,12 +220,15 @@ def run_flow(*, target: Target, inventory: Path, limit: str | None = None, works
 
 def verify_target(hosts: list[HostSettings], workspace: Workspace, runner: Runner, *, limit: str | None,
                   model: str | None = None, expect: Mapping[str, str] | None = None,
-                  facts: Mapping[str, HostFacts] | None = None) -> list[Verdict]:
+                  facts: Mapping[str, HostFacts] | None = None,
+                  exposures: dict[str, ExposureCheck] | None = None) -> list[Verdict]:
     """Gather evidence where each host's Ollama runs, through Ansible, and judge it: one verdict per host.
 
     The model is ``model`` or the host's first of ``ollama_models``; a host with neither gets an
     ``error`` verdict saying so. ``expect`` maps a host to a verdict that counts as a pass there.
     ``facts`` (discovered) add the host's kernel driver version, which a container's may differ from.
+    Each exposed host's proxy is checked from here (verify.check_exposure) into ``exposures`` when
+    given, its lines shown as they come.
     """
     from .judge import judge
     from .verify import gather_ansible
@@ -227,7 +240,10 @@ def verify_target(hosts: list[HostSettings], workspace: Workspace, runner: Runne
     expect = expect or {}
     plan = {s.host: {"model": model or s.ollama_models[0].name, "api_url": s.api_url}
             for s in hosts if model or s.ollama_models}
-    evidence = gather_ansible(workspace, runner, hosts, plan, limit=limit) if plan else {}
+    proxies: dict[str, dict[str, Any]] = {}
+    evidence = gather_ansible(workspace, runner, hosts, plan, limit=limit, proxies=proxies) if plan else {}
+    if exposures is not None:
+        exposures.update(_check_exposures(hosts, proxies, plan, runner.display))
     verdicts = []
     for s in hosts:
         ev = evidence.get(s.host) or Evidence(host=s.host, target=s.target.value, error=(
@@ -240,6 +256,32 @@ def verify_target(hosts: list[HostSettings], workspace: Workspace, runner: Runne
         verdicts.append(judge(ev.for_host(tuning, discovered and discovered.nvidia_driver_version,
                                           discovered and discovered.device_majors), expect=expect.get(s.host)))
     return verdicts
+
+
+def _check_exposures(hosts: list[HostSettings], proxies: Mapping[str, dict[str, Any]],
+                     plan: Mapping[str, dict[str, str]], display: Display) -> dict[str, ExposureCheck]:
+    """The exposure check of every exposed host, through its proxy from this machine."""
+    from .verify import check_exposure
+
+    found = {}
+    for s in hosts:
+        if not s.expose.exposed:
+            continue
+        proxy = proxies.get(s.host) or {}
+        addresses = proxy.get("addresses") or []
+        url = s.module.expose_url(s, addresses[0] if addresses else None)
+        if not proxy.get("fingerprint"):
+            found[s.host] = ExposureCheck(s.host, url, None, error=(
+                f"the proxy's certificate could not be read on {s.host}: {proxy.get('error') or 'no answer'}"))
+        else:
+            found[s.host] = check_exposure(
+                s.host, url, proxy["fingerprint"],
+                [(t.name, t.token.get_secret_value()) for t in s.ollama_expose_tokens],
+                model=plan.get(s.host, {}).get("model"),
+                health_unauthenticated=s.ollama_expose_health_unauthenticated)
+        for line in found[s.host].lines():
+            display.line(line)
+    return found
 
 
 def run_uninstall(*, target: Target, inventory: Path, limit: str | None = None, workspace: Workspace,
