@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -96,8 +97,13 @@ def test_discover_on_a_real_host_feeds_render(runner, tmp_path, monkeypatch):
     facts_dir = tmp_path / "facts"
     result = runner.invoke(app, ["discover", "-t", "lxc", "-i", inv, "--facts", str(facts_dir), "-v"])
     assert result.exit_code == 0, result.output
-    assert "task: Read the GPU, driver, device, cgroup and CPU facts of the host" in result.output
+    assert "task: Read the GPU, driver, device, PCI/IOMMU, boot, cgroup and CPU facts of the host" in result.output
     facts = json.loads((facts_dir / "localhost.json").read_text())
+    # Every PCI function of this machine, and its IOMMU state and kernel command line, as sysfs and /proc say.
+    pci = sorted(p.name for p in Path("/sys/bus/pci/devices").iterdir())
+    assert sorted(d["address"] for d in facts["pci_devices"] + facts["other_pci_devices"]) == pci
+    assert facts["iommu_enabled"] == any(Path("/sys/kernel/iommu_groups").iterdir())
+    assert facts["kernel_cmdline"] == Path("/proc/cmdline").read_text().strip()
     fs_type = subprocess.run(["stat", "-fc", "%T", "/sys/fs/cgroup"], capture_output=True, text=True).stdout.strip()
     assert facts["cgroup_version"] == (2 if fs_type == "cgroup2fs" else 1)
     vendor = next(line for line in open("/proc/cpuinfo") if line.startswith("vendor_id")).split(":")[1].strip()
@@ -117,6 +123,6 @@ def test_a_failed_run_names_host_task_and_message_and_keeps_the_log(runner, tmp_
     inv = _local_inventory(tmp_path, ansible_python_interpreter="/nonexistent/python3")
     result = runner.invoke(app, ["discover", "-t", "lxc", "-i", inv, "--facts", str(tmp_path / "facts")])
     assert result.exit_code == 4
-    assert "error: discover.yml failed on localhost, task 'Read the GPU, driver, device, cgroup and CPU facts of the host'" in result.output
+    assert "error: discover.yml failed on localhost, task 'Read the GPU, driver, device, PCI/IOMMU, boot, cgroup and CPU facts of the host'" in result.output
     assert "changes made before the failure: nothing was changed" in result.output
     assert "full log: " in result.output and (tmp_path / "runs").is_dir()
