@@ -36,6 +36,7 @@ Examples:
   provision --target native -i inventories/homelab --json  # one JSON document on stdout
   provision verify --target native -i inventories/homelab  # where do models run?
   provision uninstall --target native -i inventories/homelab   # models are kept
+  provision preflight --target kvm -i inventories/homelab  # the checks alone, read-only
 """
 
 VERDICTS = ("gpu", "split", "cpu", "unknown")
@@ -349,6 +350,49 @@ def discover(
         typer.echo(f"{host}: {len(f.nvidia_device_nodes)} NVIDIA device nodes, driver {f.nvidia_driver_version or 'none'}, "
                    f"NVIDIA PCI functions {', '.join(gpus) or 'none'}, CPU {f.cpu_vendor}, cgroup v{f.cgroup_version} "
                    f"-> {facts_dir / (host + '.json')}")
+
+
+@app.command()
+def preflight(
+    ctx: typer.Context,
+    target: Annotated[Target, typer.Option("--target", "-t", help="Check the hosts of this target.")],
+    inventory: InventoryOpt,
+    limit: LimitOpt = None,
+    facts: Annotated[Optional[Path], typer.Option("--facts", help="Check the facts recorded in this directory (<host>.json) without reaching the hosts.")] = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Check the hosts against the target's known ways to fail, changing nothing.
+
+    The checks the whole flow runs before any change, alone: the NVIDIA driver
+    against Ollama's minimum; for kvm the VFIO host (IOMMU on, each listed address
+    an NVIDIA function, the card alone in its IOMMU group, not the boot display,
+    every function of the card listed). Hosts are discovered first (read-only),
+    or their recorded facts are read with --facts. Each refusal is one line naming
+    the host, what was found and the fix.
+
+    \b
+    Exit codes: 0 every host passes, 2 bad input, 6 a host is refused.
+    \b
+    Examples:
+      provision preflight -t kvm -i inventories/homelab
+      provision preflight -t kvm -i inventories/homelab --facts .provision/facts   # recorded facts, offline
+      provision preflight -t native -i inventories/homelab --json
+    """
+    from .preflight import run_preflight
+    from .workspace import Workspace
+
+    _json_mode(ctx, as_json)
+    result = run_preflight(target=target, inventory=inventory, limit=limit,
+                           workspace=Workspace(STATE, facts_dir=facts), facts_given=facts is not None,
+                           display=_display(ctx, quiet=as_json, verbose=verbose))
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    for host in result.hosts:
+        for line in host.preflight:
+            typer.echo(line)
+        typer.secho(f"{host.host}: passes the {target} preflight (nothing was changed)", fg=typer.colors.GREEN)
 
 
 @app.command("targets")
