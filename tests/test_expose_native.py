@@ -193,7 +193,7 @@ def test_verify_url_through_the_proxy_takes_the_token_from_the_environment(expos
     exposed["verify_outputs"] = [checked, wrong_pin, no_token]
 
 
-def test_rotation_revokes_one_token_and_no_secret_is_anywhere(exposed):
+def test_rotation_revokes_one_token_removal_removes_the_proxy_and_no_secret_is_anywhere(exposed):
     host, ip, fp = exposed["host"], exposed["ip"], exposed["target_fp"]
     _inventory(exposed["inv"], host, exposed["www"], [{"name": "bob", "token": BOB}])
     rotated = _provision(exposed["work"], "--target", "native", "-i", exposed["inv"], "--json")
@@ -202,17 +202,31 @@ def test_rotation_revokes_one_token_and_no_secret_is_anywhere(exposed):
         "no token: 401", "wrong token: 401", "token 'bob': 200"]
     assert _request(ip, fp, "GET", "/api/tags", token=ALICE)[0] == 401
     assert _request(ip, fp, "GET", "/api/tags", token=BOB)[0] == 200
+    manifest = next((exposed["work"] / ".provision/rendered/native").rglob("manifest.json"))
+    assert json.loads(manifest.read_text())["settings"]["ollama_expose_tokens"] == [{"name": "bob", "token": "**********"}]
+
+    rendered = {f"{p} (exposed)": p.read_text() for p in (exposed["work"] / ".provision/rendered").rglob("*") if p.is_file()}
+    assert any(where.endswith("nginx.conf (exposed)") for where in rendered)
+
+    # Exposure removed from the inventory: the proxy goes (its certificate stays, and so does the pin).
+    write_native_inventory(exposed["inv"], host, exposed["www"])
+    closed = _provision(exposed["work"], "--target", "native", "-i", exposed["inv"])
+    assert closed.exit_code == 0, closed.output
+    assert sh(host, "systemctl is-active ollama-proxy", check=False) != "active"
+    assert f":{PORT}" not in sh(host, "ss -Htln")
+    assert sh(host, "ls /etc/ollama-proxy").split() == ["tls"]
+    assert sh(host, "ls /etc/ollama-proxy/tls").split() == ["cert.pem", "key.pem"]
+    assert sh(host, "test -e /etc/systemd/system/ollama-proxy.service && echo present || echo gone") == "gone"
 
     # The secrets grep: every output of every run, the run directories and the rendered files.
     secret_values = [ALICE, BOB, *[line for line in exposed["key"].splitlines() if "-----" not in line]]
-    outputs = [exposed["first"], exposed["second"], rotated, *exposed.get("verify_outputs", [])]
+    outputs = [exposed["first"], exposed["second"], rotated, closed, *exposed.get("verify_outputs", [])]
     texts = {f"output of run {i}": r.stdout + r.stderr for i, r in enumerate(outputs)}
     state = exposed["work"] / ".provision"
     files = [p for p in state.rglob("*") if p.is_file()]
-    assert any("artifacts" in p.parts for p in files) and any(p.name == "nginx.conf" for p in files)
+    assert any("artifacts" in p.parts for p in files)
     for path in files:
         texts[str(path)] = path.read_bytes().decode(errors="replace")
+    texts.update(rendered)
     leaks = [(where, value[:6] + "…") for where, text in texts.items() for value in secret_values if value in text]
     assert leaks == []
-    manifest = json.loads(next(p for p in files if p.name == "manifest.json").read_text())
-    assert manifest["settings"]["ollama_expose_tokens"] == [{"name": "bob", "token": "**********"}]
