@@ -211,7 +211,11 @@ def check_exposure(host: str, url: str, fingerprint: str, tokens: list[tuple[str
     the first one. Results name tokens by their names only."""
     import requests
 
-    result = ExposureCheck(host=host, url=url, fingerprint=fingerprint_text(fingerprint_hex(fingerprint)))
+    try:
+        result = ExposureCheck(host=host, url=url, fingerprint=fingerprint_text(fingerprint_hex(fingerprint)))
+    except InputError:
+        return ExposureCheck(host=host, url=url, fingerprint=None,
+                             error=f"the proxy's certificate on {host} gave no SHA-256 fingerprint: {fingerprint!r}")
     probe = f"{url}/api/tags"
 
     def status(session: Any, method: str, target: str, **kw: Any) -> int:

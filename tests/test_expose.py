@@ -198,3 +198,13 @@ def test_verify_url_refuses_a_missing_token_variable_and_two_pins(provision, mon
     both = provision("verify", "--url", "https://127.0.0.1:9", "-m", "m", "--token-env", "SOME_TOKEN",
                      "--ca", "/etc/hostname", "--fingerprint", "ab" * 32)
     assert both.exit_code == 2 and "not both" in both.output and TOKEN_A not in both.output
+
+
+def test_the_exposure_check_fails_with_a_reason_and_exit_1_when_it_cannot_check():
+    from provisioner.verify import check_exposure
+
+    unreadable = check_exposure("gpu1", "https://127.0.0.1:9", "", [("a", TOKEN_A)], model=None)
+    assert unreadable.exit_code == 1 and "gave no SHA-256 fingerprint" in unreadable.error
+    closed = check_exposure("gpu1", "https://127.0.0.1:9", "ab" * 32, [("a", TOKEN_A)], model=None)
+    assert closed.exit_code == 1 and closed.error.startswith("the proxy at https://127.0.0.1:9 is not reachable")
+    assert all(TOKEN_A not in line for line in closed.lines())
