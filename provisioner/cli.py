@@ -208,6 +208,9 @@ def verify(
     expect: Annotated[Optional[str], typer.Option("--expect", help=f"Verdict that counts as a pass besides gpu: {', '.join(VERDICTS)}; e.g. cpu on a machine without a GPU.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document: verdict, models, tokens_per_second, causes.")] = False,
     verbose: VerboseOpt = False,
+    token_env: Annotated[Optional[str], typer.Option("--token-env", help="With --url behind the proxy: the environment variable holding the bearer token (never on the command line).")] = None,
+    ca: Annotated[Optional[Path], typer.Option("--ca", help="With an https --url: the CA certificate (PEM) that signed the proxy's certificate.")] = None,
+    fingerprint: Annotated[Optional[str], typer.Option("--fingerprint", help="With an https --url: the SHA-256 fingerprint the proxy's certificate must have (self-signed).")] = None,
 ) -> None:
     """Prove where a model runs: 100% GPU, split CPU/GPU or 100% CPU, with cause and fix.
 
@@ -223,6 +226,7 @@ def verify(
       provision verify --url http://127.0.0.1:11434 --model llama3.2:3b
       provision verify --url http://gpu1:11434 -m qwen3:8b --json
       provision verify --url http://127.0.0.1:11434 -m smollm2 --expect cpu   # no GPU here
+      OLLAMA_TOKEN=… provision verify --url https://gpu1:8443 --token-env OLLAMA_TOKEN --fingerprint AB:CD:… -m qwen3:8b
     """
     if expect is not None and expect not in VERDICTS:
         raise InputError(f"--expect {expect!r} is not a verdict; use {', '.join(VERDICTS)}")
@@ -237,16 +241,27 @@ def verify(
         hosts = inv.load(inventory, target, limit).hosts
         workspace = Workspace(STATE)
         runner = AnsibleRunner(workspace, inventory, _display(ctx, quiet=as_json, verbose=verbose))
+        exposures: dict = {}  # each exposed host's check through its proxy (shown as it runs)
         verdicts = verify_target(hosts, workspace, runner, limit=limit, model=model,
-                                 expect={s.host: expect for s in hosts if expect})
+                                 expect={s.host: expect for s in hosts if expect}, exposures=exposures)
         _print_verdicts(verdicts, as_json)
-        raise typer.Exit(max(v.exit_code for v in verdicts))
+        raise typer.Exit(max([v.exit_code for v in verdicts] + [e.exit_code for e in exposures.values()]))
     if not model:
         raise InputError("--model is required with --url (a model that is on that server)")
     from .judge import judge
     from .verify import gather_http
 
-    verdict = judge(gather_http(url, model), expect=expect)
+    token = None
+    if token_env is not None:
+        import os
+
+        token = os.environ.get(token_env)
+        if not token:
+            raise InputError(f"--token-env {token_env}: the environment variable {token_env} is not set or empty")
+    if ca is not None and fingerprint is not None:
+        raise InputError("give --ca or --fingerprint, not both")
+    verdict = judge(gather_http(url, model, token=token, ca=str(ca) if ca else None, fingerprint=fingerprint),
+                    expect=expect)
     _print_verdicts([verdict], as_json)
     raise typer.Exit(verdict.exit_code)
 
