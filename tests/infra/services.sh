@@ -8,7 +8,9 @@ mkdir -p "$STATE/logs"
 
 if ! docker info >/dev/null 2>&1; then
   echo "services: starting dockerd"
-  nohup dockerd >"$STATE/logs/dockerd.log" 2>&1 &
+  # In a session of its own: killing the process group that started it (a shell job ended by a
+  # timeout) must not take the engine down with it.
+  setsid nohup dockerd >"$STATE/logs/dockerd.log" 2>&1 < /dev/null &
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { tail -20 "$STATE/logs/dockerd.log"; exit 1; }
 fi
