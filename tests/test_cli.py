@@ -29,7 +29,7 @@ def test_render_example_for_all_targets_writes_every_file(runner, tmp_path):
     for host in doc["hosts"]:
         for f in host["files"]:
             assert Path(f["path"]).is_file()
-    assert len(by_target["kvm"]["files"]) == 10
+    assert len(by_target["kvm"]["files"]) == 11
     assert any("RTX 3090" in a for a in by_target["kvm"]["assumptions"])
     assert by_target["native"]["assumptions"] == []
 
@@ -111,7 +111,11 @@ def test_limit_matching_nothing_is_an_error(runner, tmp_path, write_inventory):
     assert "no host in group 'native' matching --limit 'nothere'" in result.output
 
 
-def test_main_flow_renders_then_says_apply_is_not_built(runner, tmp_path):
+def test_main_flow_renders_then_says_apply_is_not_built(runner, tmp_path, monkeypatch):
+    # Every target applies in this version: a target not built yet is made by turning one off.
+    from provisioner.targets import Target, get
+
+    monkeypatch.setattr(type(get(Target.kvm)), "apply_ready", False)
     result = runner.invoke(app, ["--target", "kvm", "-i", str(EXAMPLE), "--out", str(tmp_path)])
     assert result.exit_code == 5
     assert "applying target kvm is not built in this version" in result.output

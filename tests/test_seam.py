@@ -82,9 +82,10 @@ def test_every_concern_of_every_target_is_an_inventory_variable():
 
 
 def test_a_target_s_cross_checks_apply_to_its_hosts_only():
-    # The kvm rule "kvm_gpu_pci_addresses is empty" is the kvm module's: a native host is not asked.
-    assert build_settings("h", Target.native, {}).kvm_gpu_pci_addresses == []
-    assert get(Target.kvm).check_settings(build_settings("h", Target.native, {}))
+    # The kvm rule "kvm_initrd without kvm_kernel" is the kvm module's: a native host is not asked.
+    native = build_settings("h", Target.native, {"kvm_initrd": "/boot/initrd.img"})
+    assert native.kvm_gpu_pci_addresses == []
+    assert get(Target.kvm).check_settings(native)
 
 
 def test_each_place_says_where_ollama_runs():

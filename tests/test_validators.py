@@ -146,7 +146,9 @@ def test_cloud_init_user_data_passes_cloud_init_schema(rendered, name):
 def test_cloud_init_schema_would_reject_a_bad_key(rendered, tmp_path):
     path = rendered[Target.kvm] / "host/var/lib/libvirt/images/ollama-vm-seed/user-data"
     bad = tmp_path / "user-data"
-    bad.write_text(path.read_text().replace("package_update: true", "package_update: true\nusers: 5"))
+    text = path.read_text()
+    assert "ssh_pwauth: false\n" in text
+    bad.write_text(text.replace("ssh_pwauth: false\n", "ssh_pwauth: false\nusers: 5\n"))
     proc = subprocess.run([need("cloud-init"), "schema", "--config-file", str(bad)], capture_output=True, text=True)
     assert proc.returncode != 0
 

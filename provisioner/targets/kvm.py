@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping
 
@@ -22,6 +23,8 @@ MODULES_DEST = "/etc/modules-load.d/ollama-provisioner-vfio.conf"
 BIND_DEST = "/usr/local/sbin/ollama-provisioner-vfio-bind"
 INITRAMFS_HOOK_DEST = "/etc/initramfs-tools/hooks/ollama-provisioner-vfio"
 GRUB_DEST = "/etc/default/grub.d/ollama-provisioner-iommu.cfg"
+# The namespace of the <metadata> element that marks a domain as this project's (role kvm_vm).
+MARK_NS = "urn:ollama-provisioner:kvm-domain:1"
 # Host drivers that may claim a function of an NVIDIA card before vfio-pci, by the card's class.
 CLAIMING_DRIVERS = {"03": ["nvidia", "nouveau", "nvidiafb"], "0403": ["snd_hda_intel"], "0c03": ["xhci_pci"],
                     "0c80": ["ucsi_ccg", "i2c_nvidia_gpu"]}
@@ -51,6 +54,22 @@ class KvmSettings(BaseModel):
     kvm_allow_boot_gpu: bool = False
     # Reboot the host when its VFIO preparation needs one; otherwise stop and say so.
     kvm_allow_reboot: bool = False
+    # The guest's disk is a qcow2 overlay on this base image: a path on the host, or an http(s) URL
+    # downloaded once and checked against kvm_base_image_checksum_url (a SHA256SUMS/SHA512SUMS file).
+    kvm_base_image: str | None = None
+    kvm_base_image_checksum_url: str | None = None
+    kvm_disk_gib: Annotated[int, Field(ge=4)] = 40
+    # Direct kernel boot (kernel and initrd on the host) instead of firmware; unset: firmware boot.
+    kvm_kernel: str | None = None
+    kvm_initrd: str | None = None
+    kvm_kernel_args: str = "root=/dev/vda rw console=ttyS0"
+    # A changed definition of a running guest restarts it only when allowed (else at its next boot).
+    kvm_allow_restart: bool = False
+    # How long to wait for the guest's address (DHCP lease or guest agent) and its SSH server.
+    kvm_address_timeout: Annotated[int, Field(ge=10)] = 300
+    # The private key (on the controller) whose public half is in kvm_ssh_authorized_keys; unset:
+    # SSH's own defaults (~/.ssh/id_*, the agent).
+    kvm_ssh_private_key_file: str | None = None
 
     @field_validator("kvm_name")
     @classmethod
@@ -81,6 +100,43 @@ class KvmSettings(BaseModel):
     def _abs(cls, v: str) -> str:
         return fields.abs_path(v)
 
+    @field_validator("kvm_ssh_authorized_keys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        # An absolute path of a .pub file on the controller stands for the keys in it.
+        keys = []
+        for entry in v:
+            if entry.startswith("/") and entry.endswith(".pub"):
+                try:
+                    keys += [line.strip() for line in open(entry, encoding="utf-8") if line.strip()]
+                except OSError as exc:
+                    raise ValueError(f"{entry} cannot be read ({exc.strerror}); give the public key itself or the "
+                                     "path of a readable .pub file on the controller") from None
+            else:
+                keys.append(entry)
+        return keys
+
+    @field_validator("kvm_kernel", "kvm_initrd", "kvm_ssh_private_key_file", "kvm_disk_image")
+    @classmethod
+    def _abs_or_unset(cls, v: str | None) -> str | None:
+        return v if v is None else fields.abs_path(v)
+
+    @field_validator("kvm_base_image")
+    @classmethod
+    def _base(cls, v: str | None) -> str | None:
+        if v is None or re.match(r"^https?://", v):
+            return v
+        if not v.startswith("/"):
+            raise ValueError("must be an absolute path on the host or an http(s):// URL of a qcow2 cloud image")
+        return v
+
+    @field_validator("kvm_base_image_checksum_url")
+    @classmethod
+    def _sums(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://", v):
+            raise ValueError("must be the http(s):// URL of the image's checksum file (SHA256SUMS or SHA512SUMS)")
+        return v
+
     @property
     def kvm_disk_path(self) -> str:
         return self.kvm_disk_image or f"/var/lib/libvirt/images/{self.kvm_name}.qcow2"
@@ -92,6 +148,18 @@ class KvmSettings(BaseModel):
     @property
     def kvm_seed_iso(self) -> str:
         return f"/var/lib/libvirt/images/{self.kvm_name}-seed.iso"
+
+    @property
+    def kvm_base_dir(self) -> str:
+        """Where a base image given by URL is downloaded to, on the host."""
+        return "/var/lib/libvirt/images/ollama-provisioner-base"
+
+
+def guest_mac(settings: HostSettings) -> str:
+    """A stable MAC for the guest's NIC (QEMU's 52:54:00 prefix): the seed's network config finds the NIC
+    by it, and a redefined domain keeps its DHCP lease."""
+    digest = hashlib.sha256(f"{settings.host}/{settings.kvm_name}".encode()).hexdigest()
+    return "52:54:00:" + ":".join(digest[i:i + 2] for i in (0, 2, 4))
 
 
 def hostdevs(settings: HostSettings, facts: HostFacts) -> list[dict[str, str]]:
@@ -135,6 +203,7 @@ class KvmTarget(TargetModule):
     description = "Ollama in a libvirt/KVM VM with the GPU passed through by VFIO"
     settings_models = (KvmSettings,)
     facts_used = ("all", "cpu", "pci")
+    apply_ready = True
     service_scope = "guest"
     virtual_cpu = True
     files = (
@@ -146,6 +215,7 @@ class KvmTarget(TargetModule):
         FileSpec("kvm/grub-iommu.cfg.j2", "host", GRUB_DEST, when="grub"),
         FileSpec("kvm/user-data.j2", "host", "{kvm_seed_dir}/user-data", method="seed"),
         FileSpec("kvm/meta-data.j2", "host", "{kvm_seed_dir}/meta-data", method="seed"),
+        FileSpec("kvm/network-config.j2", "host", "{kvm_seed_dir}/network-config", method="seed"),
         *service_files("guest"),
     )
     fixes = {
@@ -157,10 +227,15 @@ class KvmTarget(TargetModule):
     }
 
     def check_settings(self, settings: HostSettings) -> list[str]:
-        if not settings.kvm_gpu_pci_addresses:
-            return ["kvm_gpu_pci_addresses is empty; list the GPU's PCI functions, e.g. "
-                    "['0000:01:00.0', '0000:01:00.1'] (see `lspci -D -d 10de:`)"]
-        return []
+        # An empty kvm_gpu_pci_addresses is a VM without a GPU (preflight says so), not a mistake.
+        problems = []
+        base = settings.kvm_base_image or ""
+        if base.startswith(("http://", "https://")) and not settings.kvm_base_image_checksum_url:
+            problems.append(f"kvm_base_image = {base!r} is a URL without kvm_base_image_checksum_url; set it to the "
+                            "image's published checksum file (e.g. .../SHA512SUMS), or give a local path")
+        if settings.kvm_initrd and not settings.kvm_kernel:
+            problems.append("kvm_initrd is set without kvm_kernel; set kvm_kernel too (direct kernel boot) or remove it")
+        return problems
 
     def context(self, settings: HostSettings, facts: HostFacts) -> dict[str, Any]:
         devs = hostdevs(settings, facts)
@@ -174,6 +249,8 @@ class KvmTarget(TargetModule):
             "bind_pairs": " ".join(f"{d['address']}=0x{d['ids'].replace(':', ':0x')}" for d in devs),
             "bind_dest": BIND_DEST,
             "modprobe_dest": MODPROBE_DEST,
+            "mark_ns": MARK_NS,
+            "mac": guest_mac(settings),
         }
 
     def conditions(self, settings: HostSettings, facts: HostFacts) -> dict[str, bool]:
@@ -181,6 +258,19 @@ class KvmTarget(TargetModule):
         return {"grub": facts.boot_loader != "systemd-boot"}
 
     def render_notes(self, settings: HostSettings, facts: HostFacts, texts: Mapping[str, str]) -> list[str]:
+        return [*self._guest_notes(settings), *self._host_notes(settings, facts)]
+
+    def _guest_notes(self, settings: HostSettings) -> list[str]:
+        notes = []
+        if settings.kvm_domain_type == "qemu":
+            notes.append(f"VM {settings.kvm_name}: kvm_domain_type 'qemu' emulates the CPU (TCG), where host-passthrough "
+                         "is impossible: CPU mode host-model (libvirt's closest model of what QEMU emulates) with avx "
+                         "and avx2 required; slow, for tests; use 'kvm' on a real host")
+        if not settings.kvm_gpu_pci_addresses:
+            notes.append(f"VM {settings.kvm_name}: no GPU listed (kvm_gpu_pci_addresses is empty): a CPU-only VM")
+        return notes
+
+    def _host_notes(self, settings: HostSettings, facts: HostFacts) -> list[str]:
         args = " ".join(vfio.kernel_args(iommu_vendor(settings, facts)))
         if facts.boot_loader == "systemd-boot":
             return [f"kernel arguments {args} are added to /etc/kernel/cmdline (Proxmox VE booted by systemd-boot), "
@@ -193,6 +283,9 @@ class KvmTarget(TargetModule):
         from ..preflight import HostPreflight
 
         result = HostPreflight(settings.host)
+        if not settings.kvm_ssh_authorized_keys:
+            result.problems.append(f"{settings.host}: kvm_ssh_authorized_keys is empty: the guest would have no way in "
+                                   "for Ansible; add your public key (e.g. the contents of ~/.ssh/id_ed25519.pub)")
         addresses = list(settings.kvm_gpu_pci_addresses)
         iommu = iommu_vendor(settings, facts)
         result.role_vars = {"vfio_host_kernel_args": vfio.kernel_args(iommu)}
@@ -210,20 +303,62 @@ class KvmTarget(TargetModule):
     def host_vars(self, settings: HostSettings, checked: HostPreflight | None) -> dict[str, Any]:
         return {
             **super().host_vars(settings, checked),
+            **self._vm_vars(settings),
             "vfio_host_pci_addresses": list(settings.kvm_gpu_pci_addresses),
             "vfio_host_allow_reboot": settings.kvm_allow_reboot,
             **(checked.role_vars if checked else {}),
+        }
+
+    def _vm_vars(self, settings: HostSettings) -> dict[str, Any]:
+        """Role kvm_vm's variables: the domain, its disk and seed (the rendered files are under OUT/<host>/host/)."""
+        return {
+            "kvm_vm_name": settings.kvm_name,
+            "kvm_vm_uri": settings.libvirt_uri,
+            "kvm_vm_mark_ns": MARK_NS,
+            "kvm_vm_xml_file": f"host/libvirt/{settings.kvm_name}.xml",
+            "kvm_vm_seed_files": [f"host{settings.kvm_seed_dir}/{n}" for n in ("user-data", "meta-data", "network-config")],
+            "kvm_vm_seed_dir": settings.kvm_seed_dir,
+            "kvm_vm_seed_iso": settings.kvm_seed_iso,
+            "kvm_vm_disk_path": settings.kvm_disk_path,
+            "kvm_vm_disk_gib": settings.kvm_disk_gib,
+            "kvm_vm_base_image": settings.kvm_base_image or "",
+            "kvm_vm_base_image_checksum_url": settings.kvm_base_image_checksum_url or "",
+            "kvm_vm_base_dir": settings.kvm_base_dir,
+            "kvm_vm_allow_restart": settings.kvm_allow_restart,
+            "kvm_vm_address_timeout": settings.kvm_address_timeout,
         }
 
     def pci_addresses(self, settings: HostSettings) -> list[str]:
         return list(settings.kvm_gpu_pci_addresses)
 
     def place(self, settings: HostSettings) -> Place:
-        # The guest over SSH, through the host as a jump host; its address is found when it boots.
+        # The guest over SSH, through the host as a jump host (ssh_via_host: add-places builds the ProxyJump
+        # from the inventory host's own connection; none where the controller is the host). Its address is
+        # known only once it runs: role kvm_vm's address.yml reads it (DHCP lease or guest agent).
+        connection: dict[str, Any] = {
+            "ansible_connection": "ssh",
+            "ansible_user": settings.kvm_guest_user,
+            # cloud-init gives that user passwordless sudo.
+            "ansible_become": True,
+            "ansible_python_interpreter": "/usr/bin/python3",
+            # A VM's host keys are made at its first boot: new, unknown to the controller.
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            "ssh_via_host": True,
+            "address_role": "kvm_vm",
+            "address_lookup": {"name": settings.kvm_name, "uri": settings.libvirt_uri, "mark_ns": MARK_NS},
+        }
+        if settings.kvm_ssh_private_key_file:
+            connection["ansible_ssh_private_key_file"] = settings.kvm_ssh_private_key_file
         return Place(name=f"{settings.host}/vm-{settings.kvm_name}",
-                     description=f"VM {settings.kvm_name} on {settings.host}",
-                     connection={"ansible_user": settings.kvm_guest_user,
-                                 "ansible_ssh_common_args": f"-o ProxyJump={settings.address or settings.host}"})
+                     description=f"VM {settings.kvm_name} on {settings.host}", connection=connection)
+
+    def uninstall_vars(self, purge: bool, destroy: bool = False) -> dict[str, Any]:
+        return {**super().uninstall_vars(purge, destroy), "kvm_vm_destroy": destroy}
+
+    def uninstall_kept(self, purge: bool, destroy: bool = False) -> str:
+        if destroy:
+            return "the VM, its disk and seed were destroyed, models included (the base image was kept)"
+        return super().uninstall_kept(purge, destroy) + " inside the VM; the VM was kept (--destroy removes it and its disk)"
 
 
 TARGET = KvmTarget()

@@ -20,6 +20,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu
   libvirt-clients libvirt-dev libxml2-utils pkg-config gcc e2fsprogs openssh-client
   cloud-init zstd curl ca-certificates docker-registry
+  genisoimage python3-libvirt
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -39,4 +39,9 @@ if ! virsh -c qemu:///system version >/dev/null 2>&1; then
   libvirtd -d
   for _ in $(seq 60); do virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.5; done
 fi
-echo "services: docker, lxcbr0 and libvirtd are up"
+# The network the kvm target's test VM is on (virbr0, 192.168.122.1, its dnsmasq serves the DHCP leases).
+if [ "$(virsh -c qemu:///system net-info default 2>/dev/null | awk '/^Active:/ {print $2}')" != yes ]; then
+  echo "services: starting libvirt's default network"
+  virsh -c qemu:///system net-start default >/dev/null
+fi
+echo "services: docker, lxcbr0, libvirtd and its default network are up"
