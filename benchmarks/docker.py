@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -43,7 +44,10 @@ def main() -> None:
         load_images(host, *images)
         work = Path(tmp)
         inventory = write_docker_inventory(work / "inv", host, www)
-        runner, extra = prepare(work, inventory, Target.docker)
+        # Discovered facts: without them the render assumes a GPU, and its reservation cannot start here.
+        subprocess.run([sys.executable, "-m", "provisioner.cli", "discover", "-t", "docker", "-i", str(inventory),
+                        "--facts", str(work / "facts")], check=True, capture_output=True)
+        runner, extra = prepare(work, inventory, Target.docker, work / "facts")
         floor_play = work / "floor.yml"
         floor_play.write_text(FLOOR_PLAY)
         install = timed(runner, "docker.yml", **extra)

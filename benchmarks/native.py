@@ -38,12 +38,13 @@ def timed(runner: AnsibleRunner, playbook: str, **extravars) -> float:
     return time.perf_counter() - started
 
 
-def prepare(work: Path, inventory: Path, target: Target) -> tuple[AnsibleRunner, dict]:
-    """Load and render ``inventory`` for ``target`` as `provision` would; the runner and the playbook's variables."""
+def prepare(work: Path, inventory: Path, target: Target, facts: Path | None = None) -> tuple[AnsibleRunner, dict]:
+    """Load and render ``inventory`` for ``target`` as `provision` would (with the discovered ``facts``
+    directory, else the documented assumptions); the runner and the playbook's variables."""
     workspace = Workspace(work / "state")
     hosts = inv.load(inventory, target, None).hosts
     rendered = workspace.rendered(target.value).resolve()
-    render(hosts, rendered, None)
+    render(hosts, rendered, facts)
     return AnsibleRunner(workspace, inventory, Quiet()), playbook_vars(hosts, provision_rendered_dir=str(rendered))
 
 

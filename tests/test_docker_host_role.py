@@ -42,9 +42,9 @@ from tests.docker_host import (
 from tests.native_host import sh, systemd_container
 
 _spec = importlib.util.spec_from_file_location(
-    "docker_daemon_json", ROOT / "roles" / "docker_host" / "library" / "docker_daemon_json.py")
+    "daemon_json_merge", ROOT / "roles" / "docker_host" / "module_utils" / "daemon_json_merge.py")
 dj = importlib.util.module_from_spec(_spec)
-sys.modules["docker_daemon_json"] = dj  # its dataclasses look their module up
+sys.modules["daemon_json_merge"] = dj  # its dataclasses look their module up
 _spec.loader.exec_module(dj)
 
 # A homelab owner's own file: 4-space indent, some values on one line, some spread out.
@@ -143,6 +143,7 @@ def _module(path, fragment, *flags):
          "-e", f"ansible_python_interpreter={sys.executable}"],
         capture_output=True, text=True,
         env={"PATH": "/usr/bin:/bin", "HOME": str(path.parent), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+             "ANSIBLE_MODULE_UTILS": str(ROOT / "roles/docker_host/module_utils"),
              "ANSIBLE_LOCALHOST_WARNING": "False", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False"})
     return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
 

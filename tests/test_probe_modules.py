@@ -63,24 +63,31 @@ def test_the_probes_read_their_arguments_whatever_they_hold_and_refuse_missing_o
     assert typo["failed"] and "unsupported ['install_rot']" in typo["msg"]
 
 
-def test_listen_port_owner_names_the_process_that_holds_a_port_and_ignores_other_addresses(tmp_path):
-    # A real listening socket of this process, read back through the module run by Ansible.
+def test_the_container_probe_names_the_process_that_holds_a_port_and_ignores_other_addresses(tmp_path):
+    # A real listening socket of this process, read back through the module run by Ansible. No
+    # container, image or compose file of these names exists here: each is reported absent.
     import socket
+
+    def probe(address: str, port: int) -> dict:
+        return {"ollama_container_probe": {
+            "name": "ollama-provisioner-no-such-container", "image": "ollama-provisioner/no-such-image:0",
+            "compose_file": str(tmp_path / "compose.yaml"), "address": address, "port": port,
+            "api_url": "http://127.0.0.1:9"}}
 
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
-        env_library = str(ROOT / "roles" / "ollama_container" / "library")
         play = [{"hosts": "localhost", "gather_facts": False, "tasks": [
-            {"name": "same", "listen_port_owner": {"address": "127.0.0.1", "port": port}},
-            {"name": "wildcard", "listen_port_owner": {"address": "0.0.0.0", "port": port}},
-            {"name": "other address", "listen_port_owner": {"address": "127.0.0.2", "port": port}},
-            {"name": "free", "listen_port_owner": {"address": "127.0.0.1", "port": 9}},
+            {"name": "same", **probe("127.0.0.1", port)},
+            {"name": "wildcard", **probe("0.0.0.0", port)},
+            {"name": "other address", **probe("127.0.0.2", port)},
+            {"name": "free", **probe("127.0.0.1", 9)},
         ]}]
         (tmp_path / "play.yml").write_text(json.dumps(play))
-        env = {**os.environ, "ANSIBLE_LIBRARY": env_library, "ANSIBLE_NOCOLOR": "1",
-               "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_LOCALHOST_WARNING": "False"}
+        env = {**os.environ, "ANSIBLE_LIBRARY": str(ROOT / "roles" / "ollama_container" / "library"),
+               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+               "ANSIBLE_LOCALHOST_WARNING": "False"}
         proc = subprocess.run([Path(sys.executable).parent / "ansible-playbook", "-i", "localhost,", "-c", "local",
                                "-e", f"ansible_python_interpreter={sys.executable}", str(tmp_path / "play.yml")],
                               capture_output=True, text=True, env=env, timeout=120)
@@ -89,4 +96,5 @@ def test_listen_port_owner_names_the_process_that_holds_a_port_and_ignores_other
     assert same["pid"] == os.getpid() and same["text"] == f"{same['command']} (pid {os.getpid()}) on 127.0.0.1:{port}"
     assert [x["pid"] for x in tasks["wildcard"]["listeners"]] == [os.getpid()]
     assert tasks["other address"]["listeners"] == [] and tasks["free"]["listeners"] == []
+    assert tasks["same"]["container"] is None and tasks["same"]["image"] is None and tasks["same"]["compose_sha256"] is None and tasks["same"]["models"] is None
     assert not any(t["changed"] for t in tasks.values())

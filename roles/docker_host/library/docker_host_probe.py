@@ -15,6 +15,11 @@ description:
     compose command that works (C(docker compose) v2 or C(docker-compose)).
 options:
   packages: {type: list, elements: str, default: [], description: Packages whose installed version to report.}
+  daemon_json:
+    type: path
+    description: The daemon's configuration file; with it, C(state.daemon_json) says whether merging O(fragment)
+      would change it (C(would_change)), the C(error) that stops a merge, and the C(conflicts) it would warn of.
+  fragment: {type: dict, default: {}, description: What the project needs in O(daemon_json).}
 """
 
 RETURN = r"""
@@ -31,6 +36,7 @@ import shutil
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.daemon_json_merge import DaemonJsonError, merge, read
 
 # 20.10.24+dfsg1, 26.1.5, 18.09.1-ce, 1.13.1
 _VERSION = re.compile(r"version\s+v?(\d+\.\d+(?:\.\d+)?)", re.IGNORECASE)
@@ -128,28 +134,45 @@ def _compose() -> tuple[str | None, str | None]:
     return None, None
 
 
+def _unit() -> tuple[str, str, str]:
+    """docker.service's active state, unit file state and main PID, in one systemctl call."""
+    rc, out = _run("systemctl", "show", "-p", "ActiveState", "-p", "UnitFileState", "-p", "MainPID",
+                   "docker.service")
+    props = dict(line.partition("=")[::2] for line in out.splitlines())
+    return props.get("ActiveState", ""), props.get("UnitFileState", ""), props.get("MainPID", "")
+
+
 def probe(packages: list[str]) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
     release = _os_release()
-    rc, arch = _run("dpkg", "--print-architecture")
     dockerd = shutil.which("dockerd", path=_SBIN)
+    # The reads are independent: run them side by side (a re-run's time is mostly this probe's).
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        arch_f = pool.submit(_run, "dpkg", "--print-architecture")
+        version_f = pool.submit(_run, dockerd, "--version") if dockerd else None
+        unit_f = pool.submit(_unit)
+        packages_f = pool.submit(_packages, packages)
+        info_f = pool.submit(_info)
+        running_f = pool.submit(_running)
+        compose_f = pool.submit(_compose)
+    rc, arch = arch_f.result()
     version_text = version = None
     validate = False
-    if dockerd:
-        rc, version_text = _run(dockerd, "--version")
+    if version_f is not None:
+        rc, version_text = version_f.result()
         match = _VERSION.search(version_text)
         version = match.group(1) if match else None
         # `dockerd --validate --config-file F` came with Docker Engine 23.0.
         validate = version is not None and int(version.split(".")[0]) >= 23
-    rc, active = _run("systemctl", "is-active", "docker.service")
-    rc, enabled = _run("systemctl", "is-enabled", "docker.service")
-    rc, pid = _run("systemctl", "show", "-p", "MainPID", "--value", "docker.service")
-    info = _info() if active == "active" else None
-    compose, compose_version = _compose()
+    active, enabled, pid = unit_f.result()
+    info = info_f.result() if active == "active" else None
+    compose, compose_version = compose_f.result()
     return {
         "os_id": release.get("ID"),
         "codename": release.get("VERSION_CODENAME"),
         "arch": arch if arch and " " not in arch else None,
-        "packages": _packages(packages),
+        "packages": packages_f.result(),
         "dockerd": dockerd,
         "engine_version": version,
         "engine_version_text": version_text,
@@ -159,16 +182,33 @@ def probe(packages: list[str]) -> dict:
         "main_pid": int(pid) if pid.isdigit() else 0,
         "nvidia_hook": shutil.which("nvidia-container-runtime-hook", path=_SBIN),
         "info": info,
-        "running": _running() if info is not None else [],
+        "running": running_f.result() if info is not None else [],
         "compose": compose,
         "compose_version": compose_version,
     }
 
 
+def daemon_json(path: str, fragment: dict) -> dict:
+    """What merging ``fragment`` into ``path`` would do (the merge module's own logic), without writing:
+    the run skips the merge task when nothing would change. A file that cannot be merged is
+    reported, not raised: the merge task then runs and stops with the error."""
+    try:
+        result = merge(read(path), fragment, path)
+    except (DaemonJsonError, OSError, UnicodeDecodeError) as err:
+        return {"would_change": False, "error": str(err), "conflicts": [], "live_restore": False}
+    return {"would_change": result.changed, "error": None, "conflicts": result.conflicts,
+            "live_restore": result.live_restore}
+
+
 def main() -> None:
-    module = AnsibleModule(argument_spec={"packages": {"type": "list", "elements": "str", "default": []}},
+    module = AnsibleModule(argument_spec={"packages": {"type": "list", "elements": "str", "default": []},
+                                          "daemon_json": {"type": "path"},
+                                          "fragment": {"type": "dict", "default": {}}},
                            supports_check_mode=True)
-    module.exit_json(changed=False, state=probe(module.params["packages"]))
+    state = probe(module.params["packages"])
+    if module.params["daemon_json"]:
+        state["daemon_json"] = daemon_json(module.params["daemon_json"], module.params["fragment"])
+    module.exit_json(changed=False, state=state)
 
 
 if __name__ == "__main__":

@@ -1,32 +1,49 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-"""Who listens on a TCP address of the host: the process, read from /proc, changing nothing."""
+"""Read, in one round trip, what role ollama_container needs to know on the Docker host (changes nothing)."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: listen_port_owner
-short_description: Name the process that listens on a TCP port the container is to publish
+module: ollama_container_probe
+short_description: The container, its image, its compose file, its port and its models in one call
 description:
-  - Reads the host's listening TCP sockets (/proc/net/tcp and tcp6) that would stop Docker from
-    publishing O(port) on O(address) (the same address, or a wildcard on either side), and the
-    process holding each (its pid and command, from /proc/PID/fd). Changes nothing.
+  - C(docker container inspect) of the container and C(docker image inspect) of the wanted image
+    (null where absent, or where there is no docker CLI yet); the SHA-256 of the installed compose
+    file; the listening TCP sockets that would stop Docker from publishing O(port) on O(address)
+    (the same address, or a wildcard on either side), each with the process holding it (from
+    /proc/net/tcp*, /proc/PID/fd), and the containers that publish the port; the models the
+    server answering at O(api_url) has (null when it does not answer). Changes nothing.
 options:
-  address: {type: str, required: true, description: The address the port is to be published on (0.0.0.0 for every one).}
-  port: {type: int, required: true, description: The TCP port.}
+  name: {type: str, required: true, description: The container's name.}
+  image: {type: str, required: true, description: The image the compose file names (image:tag).}
+  compose_file: {type: path, required: true, description: The compose file's path on the host.}
+  address: {type: str, required: true, description: The address the port is published on (0.0.0.0 for every one).}
+  port: {type: int, required: true, description: The published TCP port.}
+  api_url: {type: str, required: true, description: Where the server answers on the host.}
 """
 
 RETURN = r"""
+container: {description: docker container inspect of the container, or null, type: dict, returned: always}
+image: {description: docker image inspect of the wanted image, or null, type: dict, returned: always}
+compose_sha256: {description: The installed compose file's SHA-256, or null when it is absent, type: str, returned: always}
 listeners:
   description: One per conflicting socket, with C(address), C(pid) and C(command) (pid and command null when no
     process of this host's PID namespace holds it) and C(text), e.g. C(python3 (pid 812) on 127.0.0.1:11434).
   type: list
   returned: always
+publishers: {description: Names of the running containers that publish the port, type: list, returned: always}
+models: {description: The model names the server lists (/api/tags), or null when it does not answer, type: list, returned: always}
 """
 
+import hashlib
 import ipaddress
+import json
 import os
+import shutil
 import socket
+import subprocess
+import urllib.request
 
 _LISTEN = "0A"
 
@@ -106,13 +123,55 @@ def find(address: str, port: int, proc: str = "/proc") -> list[dict]:
     return found
 
 
+def _docker_json(*argv: str) -> dict | None:
+    """The first document of a `docker ... inspect`, or None (absent, or no docker CLI)."""
+    if shutil.which("docker") is None:
+        return None
+    proc = subprocess.run(["docker", *argv], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        return None
+    docs = json.loads(proc.stdout or "[]")
+    return docs[0] if docs else None
+
+
+def _publishers(port: int) -> list[str]:
+    if shutil.which("docker") is None:
+        return []
+    proc = subprocess.run(["docker", "ps", "--filter", f"publish={port}", "--format", "{{.Names}}"],
+                          capture_output=True, text=True, timeout=60)
+    return proc.stdout.split() if proc.returncode == 0 else []
+
+
+def _sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _models(api_url: str, container: dict | None) -> list[str] | None:
+    if not container or (container.get("State") or {}).get("Status") != "running":
+        return None
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/api/tags", timeout=10) as r:
+            return [m["name"] for m in json.load(r).get("models") or []]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def main() -> None:
     from ansible.module_utils.basic import AnsibleModule
 
-    module = AnsibleModule(argument_spec={"address": {"type": "str", "required": True},
-                                          "port": {"type": "int", "required": True}},
+    module = AnsibleModule(argument_spec={"name": {"type": "str", "required": True},
+                                          "image": {"type": "str", "required": True},
+                                          "compose_file": {"type": "path", "required": True},
+                                          "address": {"type": "str", "required": True},
+                                          "port": {"type": "int", "required": True},
+                                          "api_url": {"type": "str", "required": True}},
                            supports_check_mode=True)
-    address = module.params["address"].strip("[]") or "0.0.0.0"
+    p = module.params
+    address = p["address"].strip("[]") or "0.0.0.0"
     try:
         ipaddress.ip_address(address)
     except ValueError:
@@ -120,7 +179,20 @@ def main() -> None:
             address = socket.gethostbyname(address)
         except OSError as exc:
             module.fail_json(msg=f"cannot resolve the publish address {address!r}: {exc}")
-    module.exit_json(changed=False, listeners=find(address, module.params["port"]))
+    from concurrent.futures import ThreadPoolExecutor
+
+    # The reads are independent: run them side by side (a re-run's time is mostly this probe's).
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        container_f = pool.submit(_docker_json, "container", "inspect", p["name"])
+        image_f = pool.submit(_docker_json, "image", "inspect", p["image"])
+        listeners_f = pool.submit(find, address, p["port"])
+        publishers_f = pool.submit(_publishers, p["port"])
+        models_f = pool.submit(_models, p["api_url"], {"State": {"Status": "running"}})
+    container = container_f.result()
+    module.exit_json(changed=False, container=container, image=image_f.result(),
+                     compose_sha256=_sha256(p["compose_file"]), listeners=listeners_f.result(),
+                     publishers=publishers_f.result(),
+                     models=models_f.result() if (container or {}).get("State", {}).get("Status") == "running" else None)
 
 
 if __name__ == "__main__":
