@@ -5,6 +5,7 @@ The real VM on qemu:///system is tests/test_kvm.py's."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,40 @@ def test_a_guest_cpu_without_avx_is_named_with_the_kvm_fix(flags, fires):
     if fires:
         assert "lacks AVX" in causes["vm-cpu-without-avx"].cause
         assert "host-passthrough" in causes["vm-cpu-without-avx"].fix
+
+
+# --- the role's disk: a qcow2 overlay on the base image as it is now ------------------------------------
+
+
+def test_the_overlay_is_made_once_on_the_base_behind_a_link_never_on_the_link(tmp_path):
+    import json
+    import subprocess
+
+    images = tmp_path / "images"
+    build = images / "build-1"
+    build.mkdir(parents=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(build / "base.qcow2"), "1G"], check=True)
+    (images / "current").symlink_to(build)
+    disk = tmp_path / "vm.qcow2"
+    play = tmp_path / "play.yml"
+    play.write_text(f"""
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - ansible.builtin.include_role: {{name: kvm_vm, tasks_from: disk.yml}}
+      vars: {{kvm_vm_base_image: "{images}/current/base.qcow2", kvm_vm_disk_path: "{disk}", kvm_vm_disk_gib: 4}}
+""")
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_LOCALHOST_WARNING": "false"}
+    cmd = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", "localhost,", "-c", "local",
+           "-e", "ansible_python_interpreter=/usr/bin/python3", str(play)]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stdout
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disk)], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert info["backing-filename"] == str(build / "base.qcow2") and info["virtual-size"] == 4 * 2**30
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout
+    missing = subprocess.run([*cmd[:-1], "-e", f"kvm_vm_disk_path={tmp_path}/other.qcow2",
+                              "-e", f"kvm_vm_base_image={images}/nope.qcow2", str(play)], capture_output=True, text=True,
+                             env=env)
+    assert missing.returncode != 0 and f"kvm_base_image = {images}/nope.qcow2 does not exist on localhost" in missing.stdout
