@@ -143,6 +143,8 @@ class Evidence(BaseModel):
     # space or nodes may differ from them.
     host_driver_version: str | None = None
     host_device_majors: dict[str, int] = Field(default_factory=dict)
+    # Whether the host's discovered facts show an NVIDIA GPU (None: not known).
+    host_gpu: bool | None = None
     settings: ServerTuning = Field(default_factory=ServerTuning)
 
     # --- reading ----------------------------------------------------------------------------
@@ -192,9 +194,9 @@ class Evidence(BaseModel):
 
     # --- what the flow knows about the host -------------------------------------------------
     def for_host(self, tuning: ServerTuning, host_driver_version: str | None = None,
-                 host_device_majors: dict[str, int] | None = None) -> Evidence:
+                 host_device_majors: dict[str, int] | None = None, host_gpu: bool | None = None) -> Evidence:
         return self.model_copy(update={"settings": tuning, "host_driver_version": host_driver_version,
-                                       "host_device_majors": dict(host_device_majors or {})})
+                                       "host_device_majors": dict(host_device_majors or {}), "host_gpu": host_gpu})
 
 
 def sections(text: str) -> dict[str, list[str]]:

@@ -254,7 +254,9 @@ def verify_target(hosts: list[HostSettings], workspace: Workspace, runner: Runne
         tuning = ServerTuning(context_length=s.ollama_context_length, num_parallel=s.ollama_num_parallel,
                               kv_cache_type=s.ollama_kv_cache_type)
         verdicts.append(judge(ev.for_host(tuning, discovered and discovered.nvidia_driver_version,
-                                          discovered and discovered.device_majors), expect=expect.get(s.host)))
+                                          discovered and discovered.device_majors,
+                                          discovered.has_nvidia_gpu if discovered else None),
+                              expect=expect.get(s.host)))
     return verdicts
 
 

@@ -220,6 +220,8 @@ def _docker(ev: Evidence, models: list[ModelVerdict]) -> Cause | None:
     if ev.docker is None:  # read only where the place is a container (docker inspect)
         return None
     if not ev.docker.gpu_requested:
+        if ev.host_gpu is False:  # the facts show no GPU: no request is right (one could not start)
+            return None
         return Cause("docker-no-gpu-request", "the container was started without a GPU request "
                                               "(docker inspect: HostConfig.DeviceRequests is empty)",
                      "add deploy.resources.reservations.devices (driver: nvidia, capabilities: [gpu]) or run with --gpus all")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
+import subprocess
 
 import pytest
 import yaml
@@ -29,6 +31,7 @@ from tests.docker_host import (
     standin_toolkit_repo,
 )
 from tests.native_host import MODEL_FILE, VERSION_A, VERSION_B, sh, www_server
+from tests.test_expose_lxc import _status
 
 pytestmark = [pytest.mark.infra, pytest.mark.slow]
 
@@ -183,7 +186,7 @@ def test_install_from_a_registry_verifies_cpu_reruns_clean_refuses_what_is_not_o
     assert sh(host, "docker volume ls -q") == ""
 
 
-def test_upgrade_keeps_the_volumes_models_an_unpullable_image_and_a_never_healthy_one_leave_the_running_one(
+def test_upgrade_keeps_the_volumes_models_bad_images_leave_the_running_one_and_the_proxy_guards_it(
         host, www, reg, tmp_path, provision):
     inv = write_docker_inventory(tmp_path / "inv", host, www, reg)
     assert provision("--target", "docker", "-i", inv).exit_code == 0
@@ -219,6 +222,24 @@ def test_upgrade_keeps_the_volumes_models_an_unpullable_image_and_a_never_health
     assert _inspect(host)["Config"]["Image"] == reg.image(VERSION_B)
     assert reg.image(VERSION_B) in sh(host, f"cat {COMPOSE}")
     assert sh(host, "ls /opt/ollama") == "compose.yaml"
+
+    # Exposed: the TLS and token proxy runs on the Docker host (Debian's nginx, role ollama_proxy) in
+    # front of the port the compose file keeps on loopback; the verification checks it through the proxy.
+    token = secrets.token_hex(20)
+    write_docker_inventory(tmp_path / "inv", host, www, reg, ollama_version=VERSION_B,
+                           ollama_expose_address="0.0.0.0:8443",
+                           ollama_expose_tokens=[{"name": "lan-client", "token": token}])
+    exposed = provision("--target", "docker", "-i", inv, "--json")
+    assert exposed.exit_code == 0, exposed.output
+    exposure = json.loads(exposed.stdout)["hosts"][0]["exposure"]
+    assert exposure["ok"] and exposure["results"][:3] == ["no token: 401", "wrong token: 401", "token 'lan-client': 200"]
+    assert sh(host, "systemctl is-active ollama-proxy") == "active"
+    assert _inspect(host)["HostConfig"]["PortBindings"]["11434/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": "11434"}]
+    ip = subprocess.run(["docker", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", host],
+                        capture_output=True, text=True, check=True).stdout.strip()
+    assert _status(ip, exposure["fingerprint"], None) == 401
+    assert _status(ip, exposure["fingerprint"], token) == 200
+    assert token not in exposed.stdout + exposed.stderr
 
 
 def gpu_host_facts(directory, host: str):

@@ -314,6 +314,14 @@ def test_cause_rule_names_cause_and_fix(target, change, rule, cause, fix):
     assert fix in v.causes[0].fix
 
 
+def test_a_docker_host_without_a_gpu_is_not_told_to_request_one():
+    doc = _docker_no_request(healthy("docker"))
+    doc["host_gpu"] = False
+    assert "docker-no-gpu-request" not in rules_of(judge(doc))
+    doc["host_gpu"] = None  # not known: the request is still the likely cause
+    assert rules_of(judge(doc))[0] == "docker-no-gpu-request"
+
+
 def test_every_rule_has_a_case():
     tested = {c[2] for c in CASES}
     registered = {name for name, _ in RULES} | {"docker-no-nvidia-runtime"}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import fields
-from .base import FileSpec, Place, TargetModule
+from .base import FileSpec, Place, TargetModule, proxy_files
 
 if TYPE_CHECKING:
     from ..facts import HostFacts
@@ -98,6 +98,9 @@ class DockerTarget(TargetModule):
         FileSpec(COMPOSE_TEMPLATE, "host", "{docker_project_dir}/compose.yaml"),
         FileSpec("docker/daemon.json.j2", "host", "/etc/docker/daemon.json",
                  method="merge", out=DAEMON_FRAGMENT),
+        # Exposed, the TLS and token proxy runs on the Docker host (role ollama_proxy, the same nginx
+        # instance as on every target) in front of the port the compose file publishes on loopback.
+        *proxy_files("host"),
     )
     fixes = {
         "no-device-node": "on a host with an NVIDIA GPU and driver, configure the NVIDIA runtime and request the GPU in "
