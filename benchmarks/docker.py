@@ -15,7 +15,6 @@ Run: .venv/bin/python benchmarks/docker.py [--runs N]
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.lxc import spread  # noqa: E402
+from benchmarks.lxc import report  # noqa: E402
 from benchmarks.native import prepare, timed  # noqa: E402
 from provisioner.targets import Target  # noqa: E402
 from tests.docker_host import docker_host, load_images, ollama_images  # noqa: E402
@@ -56,15 +55,7 @@ def main() -> None:
             floors.append(timed(runner, str(floor_play)))
             noops.append(timed(runner, "docker.yml", **extra))
 
-    ratio = statistics.median(noops) / statistics.median(floors)
-    pairs = [n / f for f, n in zip(floors, noops)]
-    print(f"floor (facts on the Docker host):      {spread(floors)}  (runs: {', '.join(f'{t:.2f}' for t in floors)})")
-    print(f"fresh apply (engine config + Ollama):   {install:.2f} s = {install / statistics.median(floors):.1f}x the floor")
-    print(f"no-op re-converge:                      {spread(noops)} = {ratio:.2f}x the floor "
-          f"(goal <= {GOAL}x: {'met' if ratio <= GOAL else 'NOT met'})  (runs: {', '.join(f'{t:.2f}' for t in noops)})")
-    print(f"no-op / floor, run by run:              median {statistics.median(pairs):.2f}x, "
-          f"{min(pairs):.2f}-{max(pairs):.2f}x over {len(pairs)} pairs")
-
+    report("facts on the Docker host", "engine config + Ollama", floors, install, noops, GOAL)
 
 if __name__ == "__main__":
     main()

@@ -53,6 +53,22 @@ def spread(times: list[float]) -> str:
     return f"median {statistics.median(times):.2f} s, {min(times):.2f}-{max(times):.2f}"
 
 
+def report(floor_what: str, install_what: str, floors: list[float], install: float, noops: list[float],
+           goal: float) -> None:
+    """Print a benchmark's figures: the floor, the fresh apply, the no-op against the goal, pair by pair."""
+    floor = statistics.median(floors)
+    ratio = statistics.median(noops) / floor
+    pairs = [n / f for f, n in zip(floors, noops)]
+    labels = [f"floor ({floor_what}):", f"fresh apply ({install_what}):", "no-op re-converge:", "no-op / floor, run by run:"]
+    width = max(map(len, labels)) + 1
+    print(f"{labels[0]:<{width}}{spread(floors)}  (runs: {', '.join(f'{t:.2f}' for t in floors)})")
+    print(f"{labels[1]:<{width}}{install:.2f} s = {install / floor:.1f}x the floor")
+    print(f"{labels[2]:<{width}}{spread(noops)} = {ratio:.2f}x the floor "
+          f"(goal <= {goal}x: {'met' if ratio <= goal else 'NOT met'})  (runs: {', '.join(f'{t:.2f}' for t in noops)})")
+    print(f"{labels[3]:<{width}}median {statistics.median(pairs):.2f}x, "
+          f"{min(pairs):.2f}-{max(pairs):.2f}x over {len(pairs)} pairs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="repetitions of the floor and the no-op (median)")
@@ -77,15 +93,7 @@ def main() -> None:
         subprocess.run(["lxc-stop", "-n", name, "-k"], capture_output=True)
         subprocess.run(["lxc-destroy", "-n", name], capture_output=True)
 
-    ratio = statistics.median(noops) / statistics.median(floors)
-    pairs = [n / f for f, n in zip(floors, noops)]
-    print(f"floor (facts in the container):  {spread(floors)}  (runs: {', '.join(f'{t:.2f}' for t in floors)})")
-    print(f"fresh apply (container + Ollama): {install:.2f} s = {install / statistics.median(floors):.1f}x the floor")
-    print(f"no-op re-converge:               {spread(noops)} = {ratio:.2f}x the floor "
-          f"(goal <= {GOAL}x: {'met' if ratio <= GOAL else 'NOT met'})  (runs: {', '.join(f'{t:.2f}' for t in noops)})")
-    print(f"no-op / floor, run by run:       median {statistics.median(pairs):.2f}x, "
-          f"{min(pairs):.2f}-{max(pairs):.2f}x over {len(pairs)} pairs")
-
+    report("facts in the container", "container + Ollama", floors, install, noops, GOAL)
 
 if __name__ == "__main__":
     main()
