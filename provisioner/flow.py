@@ -72,6 +72,8 @@ class FlowResult:
     # The first line of the error that stopped the run, and its further lines (one per problem).
     error: str | None = None
     details: list[str] = field(default_factory=list)
+    # What the roles asked to be told (a reboot needed, a file kept), printed after the run.
+    notes: list[str] = field(default_factory=list)
     exit_code: int = 0
 
     def host(self, name: str) -> HostResult:
@@ -84,7 +86,8 @@ class FlowResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "command": self.command, "target": self.target.value, "check": self.check, "steps": self.steps,
-            "exit_code": self.exit_code, "error": self.error, "details": self.details, "run_dirs": self.run_dirs,
+            "exit_code": self.exit_code, "error": self.error, "details": self.details, "notes": self.notes,
+            "run_dirs": self.run_dirs,
             "hosts": [h.to_dict() for h in self.hosts],
         }
 
@@ -191,6 +194,7 @@ def run_flow(*, target: Target, inventory: Path, limit: str | None = None, works
         run = runner.run(module.playbook, limit=host_limit(hosts, limit), check=check, diff=diff,
                          extravars=playbook_vars(hosts, provision_rendered_dir=str(rendered.resolve())))
         result.steps.append("apply")
+        result.notes = run.notes
         _record_changes(result, run, hosts)
         for s in hosts:
             host = result.host(s.host)
@@ -238,7 +242,8 @@ def verify_target(hosts: list[HostSettings], workspace: Workspace, runner: Runne
     if blocked is not None:  # its place does not exist yet: nothing to reach
         raise NotBuiltYet(module.not_built("verifying", settings=blocked))
     expect = expect or {}
-    plan = {s.host: {"model": model or s.ollama_models[0].name, "api_url": s.api_url}
+    plan = {s.host: {"model": model or s.ollama_models[0].name, "api_url": s.api_url,
+                     "num_predict": s.ollama_verify_tokens}
             for s in hosts if model or s.ollama_models}
     proxies: dict[str, dict[str, Any]] = {}
     evidence = gather_ansible(workspace, runner, hosts, plan, limit=limit, proxies=proxies) if plan else {}
@@ -287,13 +292,20 @@ def _check_exposures(hosts: list[HostSettings], proxies: Mapping[str, dict[str, 
 
 
 def run_uninstall(*, target: Target, inventory: Path, limit: str | None = None, workspace: Workspace,
-                  purge: bool = False, destroy: bool = False, check: bool = False, display: Display,
-                  runner: Runner | None = None) -> FlowResult:
+                  purge: bool = False, destroy: bool = False, revert_host: bool = False, check: bool = False,
+                  display: Display, runner: Runner | None = None) -> FlowResult:
     """Remove Ollama where each host runs it (the target says what that means); models stay unless ``purge``;
-    the container or VM it runs in stays unless ``destroy``.
+    the container or VM it runs in stays unless ``destroy``; what the target prepared on the host itself
+    stays unless ``revert_host`` (a target that prepares nothing there refuses it before anything runs).
 
     Nothing is rendered: the roles get their variables from the settings alone.
     """
+    from .targets import get
+
+    try:
+        uninstall_vars = get(target).uninstall_vars(purge, destroy, revert_host)
+    except ProvisionError as exc:
+        raise _failed(FlowResult("uninstall", Target(target)), exc, [], None) from None
     result, hosts = _load("uninstall", target, inventory, limit)
     result.check = check
     module = hosts[0].module
@@ -306,11 +318,12 @@ def run_uninstall(*, target: Target, inventory: Path, limit: str | None = None, 
         for s in hosts:
             write_role_vars(s, role_vars / s.host, None)
         run = runner.run(module.playbook, limit=host_limit(hosts, limit), check=check, extravars=playbook_vars(
-            hosts, provision_rendered_dir=str(role_vars), **module.uninstall_vars(purge, destroy)))
+            hosts, provision_rendered_dir=str(role_vars), **uninstall_vars))
         result.steps.append("uninstall")
+        result.notes = run.notes
         result.run_dirs = [str(d) for d in runner.run_dirs]
         _record_changes(result, run, hosts)
-        kept = module.uninstall_kept(purge, destroy)
+        kept = module.uninstall_kept(purge, destroy, revert_host)
         for s in hosts:
             host = result.host(s.host)
             host.place = module.place(s).description

@@ -91,6 +91,8 @@ class OllamaSettings(BaseModel):
     ollama_kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
     ollama_cuda_visible_devices: str | None = None
     ollama_extra_env: dict[str, str] = Field(default_factory=dict)
+    # How many tokens the verification's timed generation asks for (tokens/s is measured over them).
+    ollama_verify_tokens: Annotated[int, Field(ge=1, le=4096)] = 64
 
     @field_validator("ollama_version")
     @classmethod

@@ -122,7 +122,7 @@ def test_the_steps_run_in_order_with_the_variables_each_playbook_needs(inv, work
         h: {"name": h, "description": f"the host {h} itself", "service_scope": "host"} for h in ("gpu1", "gpu2")}
     assert verify["provision_places"] == apply["provision_places"]
     assert verify["provision_verify"]["gpu2"] == {
-        "model": "smollm2", "api_url": "http://127.0.0.1:11434",
+        "model": "smollm2", "api_url": "http://127.0.0.1:11434", "num_predict": 64,
         "log_command": "journalctl -u ollama --no-pager -o cat --since",
         "env_command": "systemctl show ollama -p Environment --value", "exec": "", "inspect_command": ""}
 
