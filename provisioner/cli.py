@@ -490,6 +490,11 @@ def uninstall(
     limit: LimitOpt = None,
     purge: Annotated[bool, typer.Option("--purge", help="Also delete the models directory, the home and the ollama user.")] = False,
     destroy: Annotated[bool, typer.Option("--destroy", help="Also destroy the container or VM Ollama runs in (lxc), models included.")] = False,
+    revert_host: Annotated[bool, typer.Option("--revert-host", help=(
+        "kvm only: also revert the host's VFIO preparation: remove the project's VFIO files (those without "
+        "its mark are kept and named) and the kernel arguments it added, then update GRUB or the boot "
+        "partitions and the initramfs. The GPU returns to the host's drivers at the next boot: a reboot "
+        "is needed (made only with kvm_allow_reboot: true)."))] = False,
     check: Annotated[bool, typer.Option("--check", help="Dry run: report what would be removed, remove nothing.")] = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -498,20 +503,23 @@ def uninstall(
 
     Without --purge the models directory and the ollama user stay, so a later
     `provision --target T` finds every model again. A container (lxc) is kept
-    unless --destroy is given.
+    unless --destroy is given. A kvm host stays prepared for VFIO passthrough
+    unless --revert-host is given (a reboot then hands the GPU back to the host).
 
     \b
     Examples:
       provision uninstall --target native -i inventories/homelab
       provision uninstall --target native -i inventories/homelab --purge   # models too
       provision uninstall --target lxc -i inventories/homelab --destroy    # the container too
+      provision uninstall --target kvm -i inventories/homelab --destroy --revert-host   # VM and host prep too
     """
     from .flow import run_uninstall
     from .workspace import Workspace
 
     _json_mode(ctx, as_json)
     result = run_uninstall(target=target, inventory=inventory, limit=limit, workspace=Workspace(STATE), purge=purge,
-                           destroy=destroy, check=check, display=_display(ctx, verbose=verbose))
+                           destroy=destroy, revert_host=revert_host, check=check,
+                           display=_display(ctx, verbose=verbose))
     if as_json:
         _echo_json(result.to_dict())
 

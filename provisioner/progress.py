@@ -122,6 +122,8 @@ class Display:
         self.terminal = _isatty(self.stream) if force_terminal is None else bool(force_terminal)
         self.failures: list[Failure] = []
         self.counts: dict[str, dict[str, int]] = {}
+        # What the roles asked to be told (set_stats of provision_notes, aggregated over hosts).
+        self.notes: list[str] = []
         self.mode = self._choose_mode()
         self._lock = threading.Lock()  # the live view renders from rich's refresh thread
         self._title = ""
@@ -162,6 +164,7 @@ class Display:
         with self._lock:
             self.failures = []
             self.counts = {}
+            self.notes = []
             self._current, self._since, self._done = {}, {}, {}
             self._title, self._play = str(title), ""
         if self.mode != "live":
@@ -281,6 +284,8 @@ class Display:
             d = stats.get(key)
             return {str(h) for h, n in d.items() if n} if isinstance(d, dict) else set()
 
+        found = (stats.get("artifact_data") or {}).get("provision_notes") if isinstance(stats.get("artifact_data"), dict) else None
+        self.notes = [" ".join(str(n).split()) for n in found] if isinstance(found, list) else []
         failed, dark = bad("failures"), bad("dark")
         for h in self.counts:
             self._done[h] = "unreachable" if h in dark else "failed" if h in failed else "done"

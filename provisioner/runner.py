@@ -31,6 +31,8 @@ class RunResult:
     run_dir: Path
     stats: dict[str, dict[str, int]] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    # What the roles asked to be told (set_stats of provision_notes, read by the display).
+    notes: list[str] = field(default_factory=list)
 
     def changed(self, host: str) -> int:
         return self.stats.get("changed", {}).get(host, 0)
@@ -141,7 +143,10 @@ class AnsibleRunner:
             self.display.stop()
         stats = result.stats or {}
         run = RunResult(playbook, result.status, result.rc, run_dir,
-                        {k: dict(v) for k, v in stats.items() if isinstance(v, dict)}, list(self.display.failures))
+                        {k: dict(v) for k, v in stats.items() if isinstance(v, dict)}, list(self.display.failures),
+                        list(self.display.notes))
         if result.rc != 0 or result.status != "successful":
             raise apply_error(Path(playbook).name, run)
+        for note in run.notes:
+            self.display.line(f"note: {note}")
         return run

@@ -183,3 +183,100 @@ def test_a_vaulted_token_secret_opens_with_ansibles_vault_password_file_and_is_w
     for path in (tmp_path / "out").rglob("*"):
         assert not path.is_file() or secret not in path.read_text(), path
     assert secret not in ok.stdout + ok.stderr
+
+
+# --- uninstall --revert-host ------------------------------------------------------------------
+
+
+class _RecordingRunner:
+    """Stands in for ansible-runner in `provision uninstall`: records each run, changes 2 things per host."""
+
+    def __init__(self, workspace, inventory, display) -> None:
+        from provisioner.progress import Quiet
+
+        self.display = Quiet()
+        self.workspace = workspace
+        self.calls: list[dict] = []
+        self.run_dirs: list[Path] = []
+
+    def run(self, playbook, *, limit=None, extravars=None, check=False, diff=False):
+        from provisioner.runner import RunResult
+
+        self.calls.append({"playbook": playbook, "extravars": extravars or {}, "check": check})
+        run_dir = self.workspace.new_run_dir(Path(playbook).stem)
+        self.run_dirs.append(run_dir)
+        return RunResult(playbook, "successful", 0, run_dir, {"changed": {"kvm-host": 2}})
+
+
+@pytest.fixture
+def recording_runners(monkeypatch, tmp_path):
+    """`provision uninstall` with _RecordingRunner in place of ansible-runner; the runners it made."""
+    from provisioner import flow
+
+    made: list[_RecordingRunner] = []
+
+    def factory(workspace, inventory, display):
+        made.append(_RecordingRunner(workspace, inventory, display))
+        return made[-1]
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(flow, "AnsibleRunner", factory)
+    return made
+
+
+@pytest.mark.parametrize("target", ["native", "docker", "lxc"])
+def test_revert_host_on_a_target_without_host_preparation_is_one_line_and_exit_2(runner, recording_runners, target):
+    result = runner.invoke(app, ["uninstall", "--target", target, "-i", str(EXAMPLE), "--revert-host"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: --revert-host reverts a host's VFIO preparation, which only --target kvm makes; target {target} "
+        "prepares none: leave --revert-host out (nothing was changed)"]
+    assert recording_runners == []  # refused before a runner exists, so before anything ran
+
+
+def test_revert_host_refused_with_json_is_still_a_document(runner, recording_runners):
+    result = runner.invoke(app, ["uninstall", "-t", "native", "-i", str(EXAMPLE), "--revert-host", "--json"])
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert doc["command"] == "uninstall" and doc["steps"] == [] and "--revert-host" in doc["error"]
+
+
+def test_revert_host_asks_the_kvm_playbook_to_revert_with_the_host_s_vfio_variables(runner, recording_runners):
+    result = runner.invoke(app, ["uninstall", "--target", "kvm", "-i", str(EXAMPLE), "--revert-host"])
+    assert result.exit_code == 0, result.output
+    ((call,),) = [r.calls for r in recording_runners]
+    assert call["playbook"] == "kvm.yml"
+    extravars = call["extravars"]
+    assert extravars["vfio_host_state"] == "absent"
+    assert extravars["ollama_service_state"] == "absent" and extravars["kvm_vm_destroy"] is False
+    # The play on the host reads these (nothing is rendered on uninstall): the reboot switch comes along.
+    host_vars = json.loads((Path(extravars["provision_rendered_dir"]) / "kvm-host/host-vars.json").read_text())
+    assert host_vars["vfio_host_allow_reboot"] is False
+    assert host_vars["vfio_host_pci_addresses"] == ["0000:01:00.0", "0000:01:00.1"]
+    assert "removed Ollama from kvm-host: 2 change(s)" in result.output
+    assert "the host's VFIO preparation was reverted" in result.output and "at the next boot" in result.output
+
+
+def test_without_revert_host_the_host_s_vfio_preparation_is_kept_and_said_so(runner, recording_runners):
+    result = runner.invoke(app, ["uninstall", "--target", "kvm", "-i", str(EXAMPLE), "--destroy"])
+    assert result.exit_code == 0, result.output
+    ((call,),) = [r.calls for r in recording_runners]
+    assert "vfio_host_state" not in call["extravars"] and call["extravars"]["kvm_vm_destroy"] is True
+    assert "the host's VFIO preparation, if any, was kept (--revert-host reverts it)" in result.output
+
+
+def test_the_kvm_playbook_reverts_the_host_only_when_asked_and_after_the_guest():
+    import yaml
+
+    from tests.conftest import ROOT
+
+    plays = yaml.safe_load((ROOT / "playbooks/kvm.yml").read_text())
+    names = [p.get("name") for p in plays]
+    revert = plays[-1]
+    assert names.index("Install Ollama where each host runs it") < len(plays) - 1
+    (include,) = [t for t in revert["tasks"] if t.get("ansible.builtin.include_role")]
+    assert include["ansible.builtin.include_role"]["name"] == "vfio_host"
+    assert include["when"] == "vfio_host_state | default('present') == 'absent'"
+    # The preparation itself stays conditional on an install.
+    (prepare,) = [t for t in plays[0]["tasks"] if t.get("name") == "Prepare the host's GPU functions for VFIO"]
+    assert "__present" in prepare["when"]

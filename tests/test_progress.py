@@ -366,3 +366,15 @@ def test_importing_progress_does_not_import_rich():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.strip() == "[]"
+
+
+def test_notes_the_roles_pass_on_with_set_stats_are_kept_one_line_each_and_reset_per_run():
+    display = Display(io.StringIO(), force_terminal=False)
+    display.start(PLAYBOOK)
+    display(_event("playbook_on_stats", changed={}, dark={}, failures={}, ok={"gpu1": 1},
+                   artifact_data={"provision_notes": ["a reboot is needed\n  on gpu1", "kept /etc/x on gpu2"]}))
+    assert display.notes == ["a reboot is needed on gpu1", "kept /etc/x on gpu2"]
+    display.start(PLAYBOOK)
+    assert display.notes == []
+    display(_event("playbook_on_stats", changed={}, artifact_data={"other": 1}))
+    assert display.notes == []

@@ -163,10 +163,7 @@ class DockerTarget(TargetModule):
             "ollama_container_keep_alive": settings.ollama_keep_alive,
         }
 
-    def uninstall_vars(self, purge: bool, destroy: bool = False) -> dict[str, Any]:
-        return {"ollama_service_state": "absent", "ollama_service_purge": purge}
-
-    def uninstall_kept(self, purge: bool, destroy: bool = False) -> str:
+    def uninstall_kept(self, purge: bool, destroy: bool = False, revert_host: bool = False) -> str:
         if purge:
             return "the container and its models volume were removed"
         return "the container was removed; its models volume was kept (--purge removes it)"

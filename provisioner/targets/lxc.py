@@ -322,10 +322,10 @@ class LxcTarget(TargetModule):
                                 f"driver {result.driver_version} (no kernel module)")
         return result
 
-    def uninstall_vars(self, purge: bool, destroy: bool = False) -> dict[str, Any]:
-        return {**super().uninstall_vars(purge, destroy), "lxc_container_destroy": destroy}
+    def uninstall_vars(self, purge: bool, destroy: bool = False, revert_host: bool = False) -> dict[str, Any]:
+        return {**super().uninstall_vars(purge, destroy, revert_host), "lxc_container_destroy": destroy}
 
-    def uninstall_kept(self, purge: bool, destroy: bool = False) -> str:
+    def uninstall_kept(self, purge: bool, destroy: bool = False, revert_host: bool = False) -> str:
         if destroy:
             return "the container and everything in it, models included, were destroyed"
         return super().uninstall_kept(purge, destroy) + "; the container was kept (--destroy removes it)"
