@@ -116,6 +116,7 @@ def base_context(settings: HostSettings, facts: HostFacts) -> dict[str, Any]:
         "managed": MANAGED,
         "provisioner_version": __version__,
         "env": settings.ollama_environment,
+        "proxy_listen": settings.module.proxy_listen(settings),
         "read_write_paths": sorted({"/usr/share/ollama", settings.ollama_models_dir}),
         "models_in_home": settings.ollama_models_dir.startswith(("/home/", "/root/", "/run/user/")),
     }

@@ -121,13 +121,13 @@ def test_each_refusal_exits_2_in_one_line_that_never_shows_a_token(provision, wr
 
 def _render_exposed(target: Target, tmp_path: Path, **more) -> Path:
     extra = {"lxc_backend": "lxc", "lxc_name": "ollama-ct"} if target is Target.lxc else {}
-    host = "gpu1" if target is Target.native else "lxc1"
+    host = {Target.native: "gpu1", Target.lxc: "lxc1", Target.kvm: "kvm1"}[target]
     s = build_settings(host, target, {**EXPOSED, **extra, **more})
     render([s], tmp_path / "out")
     return tmp_path / "out" / host
 
 
-@pytest.mark.parametrize("target", [Target.native, Target.lxc])
+@pytest.mark.parametrize("target", [Target.native, Target.lxc, Target.kvm])
 def test_exposed_hosts_match_golden_files_and_render_no_token(target, tmp_path):
     """Set UPDATE_GOLDEN=1 to rewrite tests/golden/expose/ after an intended change, then review the diff."""
     out = _render_exposed(target, tmp_path)
@@ -208,3 +208,37 @@ def test_the_exposure_check_fails_with_a_reason_and_exit_1_when_it_cannot_check(
     closed = check_exposure("gpu1", "https://127.0.0.1:9", "ab" * 32, [("a", TOKEN_A)], model=None)
     assert closed.exit_code == 1 and closed.error.startswith("the proxy at https://127.0.0.1:9 is not reachable")
     assert all(TOKEN_A not in line for line in closed.lines())
+
+
+def test_kvm_exposed_through_the_hosts_forward_runs_the_proxy_on_every_guest_address(tmp_path):
+    # The exposed address is the libvirt host's: the guest's proxy listens on the same port on all of the
+    # guest's addresses, checks itself on loopback, and the host's forward (role ollama_forward) relays.
+    out = _render_exposed(Target.kvm, tmp_path, ollama_expose_address="192.0.2.10:8443")
+    assert "listen 0.0.0.0:8443 ssl;" in (out / "guest/etc/ollama-proxy/nginx.conf").read_text()
+    service = json.loads((out / "service-vars.json").read_text())
+    assert service["ollama_proxy_check_host"] == "127.0.0.1"
+    assert "IP:192.0.2.10" in service["ollama_proxy_tls_subject_alt_names"]
+    host = json.loads((out / "host-vars.json").read_text())
+    assert (host["ollama_forward_enabled"], host["ollama_forward_listen"], host["ollama_forward_port"]) == (
+        True, "192.0.2.10:8443", 8443)
+    s = build_settings("kvm1", Target.kvm, {**EXPOSED, "ollama_expose_address": "192.0.2.10:8443"})
+    assert s.module.expose_url(s, "192.168.122.40") == "https://192.0.2.10:8443"
+    wildcard = build_settings("kvm1", Target.kvm, EXPOSED)
+    assert wildcard.module.expose_url(wildcard, "192.168.122.40") == "https://kvm1:8443"
+
+
+def test_kvm_on_a_lan_bridge_has_no_forward_and_is_reached_at_the_guests_address(tmp_path):
+    out = _render_exposed(Target.kvm, tmp_path, kvm_expose_forward=False)
+    assert "listen 0.0.0.0:8443 ssl;" in (out / "guest/etc/ollama-proxy/nginx.conf").read_text()
+    assert json.loads((out / "host-vars.json").read_text())["ollama_forward_enabled"] is False
+    s = build_settings("kvm1", Target.kvm, {**EXPOSED, "kvm_expose_forward": False})
+    assert s.module.expose_url(s, "192.168.1.77") == "https://192.168.1.77:8443"
+    # Not exposed: the role gets absent (a forward left from an earlier exposure is removed).
+    render([build_settings("kvm2", Target.kvm, {})], tmp_path / "plain")
+    assert json.loads((tmp_path / "plain/kvm2/host-vars.json").read_text())["ollama_forward_enabled"] is False
+
+
+def test_kvm_forward_needs_an_address_to_listen_on():
+    (line,) = _refused(Target.kvm, **{**EXPOSED, "ollama_expose_address": "gpu1.lan:8443"})
+    assert "ollama_expose_address = 'gpu1.lan:8443' names a host" in line and "kvm_expose_forward: false" in line
+    build_settings("kvm1", Target.kvm, {**EXPOSED, "ollama_expose_address": "gpu1.lan:8443", "kvm_expose_forward": False})

@@ -3,7 +3,11 @@ debootstrap + Debian's kernel, cloud-init and openssh-server, no image download)
 overlay; `provision --target kvm` defines the rendered domain on the real libvirtd (qemu:///system, emulated
 CPU: kvm_domain_type qemu, kernel and initrd passed directly), real cloud-init configures the guest from the
 NoCloud seed, Ansible reaches it over SSH and installs the real Ollama server inside from the archive served
-here, then verifies inside the guest. No GPU listed: 100% CPU is the expected verdict.
+here, then verifies inside the guest. No GPU listed: 100% CPU is the expected verdict. The VM is exposed
+from its first run (issue 13): the TLS and token proxy runs inside the guest, on the guest's address (the
+libvirt host's forward needs systemd, which this machine lacks: tests/test_forward_role.py tests it on a
+systemd container), checked from this machine, the controller. The kvm molecule scenario converges the
+same VM (MOLECULE_KVM_NAME), so the module boots one VM.
 
 One VM boot is shared by every test of this module (the `vm` fixture), in the order written.
 """
@@ -12,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +28,7 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.native_host import MODEL_FILE, VERSION_A, www_server
+from tests.test_expose_lxc import _status
 
 pytestmark = [pytest.mark.infra, pytest.mark.slow]
 
@@ -31,6 +38,7 @@ URI = "qemu:///system"
 KVM_HOST_IP = "192.168.122.1"
 MODELS = "/usr/share/ollama/.ollama/models"
 USER = "ollama-admin"
+TOKEN = secrets.token_hex(20)
 
 
 def _run(*cmd: str, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -62,6 +70,11 @@ class Vm:
             "ollama_version": VERSION_A,
             "ollama_archive": f"{self.www}/ollama-linux-amd64.tgz",
             "ollama_models": [{"name": "smollm2", "from": f"{self.www}/{MODEL_FILE}"}],
+            # The emulated CPU makes about 0.5 tokens/s: a short timed generation.
+            "ollama_verify_tokens": 8,
+            # Exposed on the guest's own address: no forward on this host without systemd.
+            "ollama_expose_address": "0.0.0.0:8443", "kvm_expose_forward": False,
+            "ollama_expose_tokens": [{"name": "lan-client", "token": TOKEN}],
             **more,
         }
 
@@ -153,6 +166,25 @@ def test_ollama_runs_inside_the_guest(vm):
     assert json.loads(vm.ssh("curl -sf http://127.0.0.1:11434/api/version"))["version"] == VERSION_A
 
 
+def test_the_proxy_runs_inside_the_guest_and_answers_on_its_address_pinned(vm):
+    assert f"kvmhost: exposed at https://{vm.address}:8443, certificate SHA-256 " in vm.first.output
+    for line in ("no token: 401", "wrong token: 401", "token 'lan-client': 200",
+                 "smollm2 answered through the proxy with the token 'lan-client'"):
+        assert line in vm.first.output
+    # Inside the guest: Ollama on loopback, the proxy on every address of the guest.
+    listening = vm.ssh("ss -Htln | awk '{print $4}'").split()
+    assert "127.0.0.1:11434" in listening and "0.0.0.0:8443" in listening
+    assert vm.ssh("systemctl is-active ollama-proxy") == "active"
+    fingerprint = vm.ssh("sudo openssl x509 -noout -fingerprint -sha256 -in /etc/ollama-proxy/tls/cert.pem")
+    fingerprint = fingerprint.split("=", 1)[1]
+    assert f"certificate SHA-256 {fingerprint}" in vm.first.output
+    # From this machine, pinned: no token 401, the token 200; the token is nowhere in what was printed.
+    assert _status(vm.address, fingerprint, None) == 401
+    assert _status(vm.address, fingerprint, TOKEN) == 200
+    assert TOKEN not in vm.first.output
+    assert not [p for p in (vm.tmp / ".provision").rglob("*") if p.is_file() and TOKEN in p.read_text(errors="replace")]
+
+
 def test_a_second_run_changes_nothing(vm):
     again = vm.provision("--target", "kvm", "-i", vm.inventory, timing="second run")
     assert again.exit_code == 0, again.output
@@ -164,6 +196,27 @@ def test_verify_alone_finds_the_guest_by_its_lease(vm):
     result = vm.provision("verify", "--target", "kvm", "-i", vm.inventory, "--expect", "cpu", timing="verify")
     assert result.exit_code == 0, result.output
     assert "kvmhost: smollm2:latest: 100% CPU" in result.output and "expected: cpu" in result.output
+
+
+def test_the_molecule_scenario_converges_the_same_vm_twice_with_no_change_then_testinfra(vm):
+    # The scenario renders its own, unexposed inventory for this VM: its converge removes the proxy and
+    # its idempotence run must change nothing; the domain is not redefined and the guest not rebooted.
+    venv_bin = str(Path(sys.executable).parent)
+    xml, boot = virsh("dumpxml", vm.name, "--inactive"), vm.ssh("cat /proc/sys/kernel/random/boot_id")
+    env = {**os.environ, "OLLAMA_PROVISIONER_WWW": vm.www, "MOLECULE_KVM_NAME": vm.name,
+           "MOLECULE_KVM_KEY": str(vm.key), "MOLECULE_KVM_IMAGE": str(vm.image),
+           "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1", "PY_COLORS": "0"}
+    t0 = time.monotonic()
+    proc = subprocess.run([f"{venv_bin}/molecule", "test"], cwd=ROOT / "roles" / "kvm_vm", env=env,
+                          capture_output=True, text=True, timeout=1200, stdin=subprocess.DEVNULL)
+    vm.timings["molecule"] = round(time.monotonic() - t0, 1)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    assert "default > idempotence: Executed: Successful" in output
+    assert "5 passed" in output, output[-3000:]
+    assert virsh("dumpxml", vm.name, "--inactive") == xml
+    assert vm.ssh("cat /proc/sys/kernel/random/boot_id") == boot
+    assert vm.ssh("systemctl is-active ollama-proxy") != "active"
 
 
 def test_a_domain_of_the_same_name_not_made_by_the_project_is_left_alone(vm):

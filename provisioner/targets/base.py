@@ -225,6 +225,10 @@ class TargetModule:
             return {}
         return settings.expose.role_vars(settings.host, settings.api_url)
 
+    def proxy_listen(self, settings: HostSettings) -> str | None:
+        """The address the proxy listens on where it runs (nginx's ``listen``): the exposed address."""
+        return settings.ollama_expose_address
+
     def expose_url(self, settings: HostSettings, place_address: str | None) -> str | None:
         """Where the controller reaches the proxy: the exposed address itself, or, for a wildcard, the
         address the place reports (its first one, read by the verification). None: not exposed."""
@@ -241,12 +245,19 @@ class TargetModule:
         return {}
 
     # --- uninstall --------------------------------------------------------------------------
-    def uninstall_vars(self, purge: bool, destroy: bool = False) -> dict[str, Any]:
+    def uninstall_vars(self, purge: bool, destroy: bool = False, revert_host: bool = False) -> dict[str, Any]:
         """Extra variables (by role names) that make the target's playbook remove Ollama; ``destroy``
-        also removes the container or VM it runs in, where there is one."""
+        also removes the container or VM it runs in, where there is one; ``revert_host`` also reverts
+        what the target prepared on the host itself. A target that prepares nothing there refuses it
+        (InputError, before anything runs)."""
+        if revert_host:
+            from ..errors import InputError
+
+            raise InputError(f"--revert-host reverts a host's VFIO preparation, which only --target kvm makes; "
+                             f"target {self.name} prepares none: leave --revert-host out (nothing was changed)")
         return {"ollama_service_state": "absent", "ollama_service_purge": purge}
 
-    def uninstall_kept(self, purge: bool, destroy: bool = False) -> str:
+    def uninstall_kept(self, purge: bool, destroy: bool = False, revert_host: bool = False) -> str:
         """What an uninstall keeps, for the report."""
         if purge:
             return "models, the ollama user and their data were removed too"

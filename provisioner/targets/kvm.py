@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import fields
 from . import vfio
-from .base import FileSpec, Place, TargetModule, service_files
+from .base import FileSpec, Place, TargetModule, proxy_files, service_files
 
 if TYPE_CHECKING:
     from ..facts import HostFacts
@@ -70,6 +71,11 @@ class KvmSettings(BaseModel):
     # The private key (on the controller) whose public half is in kvm_ssh_authorized_keys; unset:
     # SSH's own defaults (~/.ssh/id_*, the agent).
     kvm_ssh_private_key_file: str | None = None
+    # Exposed (ollama_expose_address), the TLS and token proxy runs inside the guest. True: the host
+    # forwards ollama_expose_address to the guest's proxy (role ollama_forward, for a guest behind
+    # libvirt's NAT network; needs systemd on the host). False: the guest is on a LAN bridge
+    # (kvm_network names a bridged libvirt network) and its proxy listens on ollama_expose_address itself.
+    kvm_expose_forward: bool = True
 
     @field_validator("kvm_name")
     @classmethod
@@ -155,6 +161,14 @@ class KvmSettings(BaseModel):
         return "/var/lib/libvirt/images/ollama-provisioner-base"
 
 
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+    except ValueError:
+        return False
+    return True
+
+
 def guest_mac(settings: HostSettings) -> str:
     """A stable MAC for the guest's NIC (QEMU's 52:54:00 prefix): the seed's network config finds the NIC
     by it, and a redefined domain keeps its DHCP lease."""
@@ -217,6 +231,8 @@ class KvmTarget(TargetModule):
         FileSpec("kvm/meta-data.j2", "host", "{kvm_seed_dir}/meta-data", method="seed"),
         FileSpec("kvm/network-config.j2", "host", "{kvm_seed_dir}/network-config", method="seed"),
         *service_files("guest"),
+        # The proxy (when exposed) runs inside the guest next to the service.
+        *proxy_files("guest"),
     )
     fixes = {
         "no-device-node": "check that the GPU is in the domain (<hostdev> in `virsh dumpxml`), bound to vfio-pci on "
@@ -233,6 +249,10 @@ class KvmTarget(TargetModule):
         if base.startswith(("http://", "https://")) and not settings.kvm_base_image_checksum_url:
             problems.append(f"kvm_base_image = {base!r} is a URL without kvm_base_image_checksum_url; set it to the "
                             "image's published checksum file (e.g. .../SHA512SUMS), or give a local path")
+        if self._forwarded(settings) and not _is_address(settings.expose_host):
+            problems.append(f"ollama_expose_address = {settings.ollama_expose_address!r} names a host; the libvirt "
+                            "host's forward listens on an address: give an IP address of the host (or 0.0.0.0:PORT), "
+                            "or set kvm_expose_forward: false with the guest on a LAN bridge")
         if settings.kvm_initrd and not settings.kvm_kernel:
             problems.append("kvm_initrd is set without kvm_kernel; set kvm_kernel too (direct kernel boot) or remove it")
         return problems
@@ -306,6 +326,7 @@ class KvmTarget(TargetModule):
             **self._vm_vars(settings),
             "vfio_host_pci_addresses": list(settings.kvm_gpu_pci_addresses),
             "vfio_host_allow_reboot": settings.kvm_allow_reboot,
+            **self._forward_vars(settings),
             **(checked.role_vars if checked else {}),
         }
 
@@ -326,6 +347,44 @@ class KvmTarget(TargetModule):
             "kvm_vm_base_dir": settings.kvm_base_dir,
             "kvm_vm_allow_restart": settings.kvm_allow_restart,
             "kvm_vm_address_timeout": settings.kvm_address_timeout,
+        }
+
+    # --- exposure: the proxy inside the guest, and the host's forward to it ---------------------
+    @staticmethod
+    def _forwarded(settings: HostSettings) -> bool:
+        return settings.expose.exposed and settings.kvm_expose_forward
+
+    def proxy_listen(self, settings: HostSettings) -> str | None:
+        # Forwarded, the exposed address is the host's: the guest's proxy listens on the same port on
+        # every address of the guest, and the host relays to it.
+        if self._forwarded(settings):
+            return f"0.0.0.0:{settings.expose_port}"
+        return super().proxy_listen(settings)
+
+    def proxy_vars(self, settings: HostSettings) -> dict[str, Any]:
+        found = super().proxy_vars(settings)
+        if self._forwarded(settings):  # the proxy's own health check, inside the guest
+            found["ollama_proxy_check_host"] = "127.0.0.1"
+        return found
+
+    def expose_url(self, settings: HostSettings, place_address: str | None) -> str | None:
+        # Forwarded: through the host's forward (the exposed address, or the host's own address for a
+        # wildcard); on a LAN bridge: the guest's proxy itself.
+        if not self._forwarded(settings):
+            return super().expose_url(settings, place_address)
+        host = settings.expose_host
+        if host in ("0.0.0.0", "[::]", "::", ""):
+            host = settings.address or settings.host
+        return f"https://{host}:{settings.expose_port}"
+
+    def _forward_vars(self, settings: HostSettings) -> dict[str, Any]:
+        """Role ollama_forward's variables: present while the host is exposed through a forward, absent
+        otherwise (a forward left from an earlier exposure is removed)."""
+        return {
+            "ollama_forward_enabled": self._forwarded(settings),
+            "ollama_forward_name": settings.kvm_name,
+            "ollama_forward_listen": settings.ollama_expose_address or "",
+            "ollama_forward_port": settings.expose_port,
         }
 
     def pci_addresses(self, settings: HostSettings) -> list[str]:
@@ -352,13 +411,22 @@ class KvmTarget(TargetModule):
         return Place(name=f"{settings.host}/vm-{settings.kvm_name}",
                      description=f"VM {settings.kvm_name} on {settings.host}", connection=connection)
 
-    def uninstall_vars(self, purge: bool, destroy: bool = False) -> dict[str, Any]:
-        return {**super().uninstall_vars(purge, destroy), "kvm_vm_destroy": destroy}
+    def uninstall_vars(self, purge: bool, destroy: bool = False, revert_host: bool = False) -> dict[str, Any]:
+        # revert_host: role vfio_host removes its files and kernel arguments from the host (playbooks/kvm.yml).
+        return {**super().uninstall_vars(purge, destroy), "kvm_vm_destroy": destroy,
+                **({"vfio_host_state": "absent"} if revert_host else {})}
 
-    def uninstall_kept(self, purge: bool, destroy: bool = False) -> str:
+    def uninstall_kept(self, purge: bool, destroy: bool = False, revert_host: bool = False) -> str:
         if destroy:
-            return "the VM, its disk and seed were destroyed, models included (the base image was kept)"
-        return super().uninstall_kept(purge, destroy) + " inside the VM; the VM was kept (--destroy removes it and its disk)"
+            kept = "the VM, its disk and seed were destroyed, models included (the base image was kept)"
+        else:
+            kept = (super().uninstall_kept(purge, destroy)
+                    + " inside the VM; the VM was kept (--destroy removes it and its disk)")
+        if revert_host:
+            return kept + ("; the host's VFIO preparation was reverted (the project's files and kernel arguments): "
+                           "its GPU goes back to the host's drivers at the next boot, which kvm_allow_reboot: true "
+                           "makes at once")
+        return kept + "; the host's VFIO preparation, if any, was kept (--revert-host reverts it)"
 
 
 TARGET = KvmTarget()

@@ -2,9 +2,12 @@
 # Build the Debian guest image the kvm target's tests and `tests/infra/local.sh kvm` boot: no image
 # is downloaded. From the debootstrapped root filesystem (tests/infra/bootstrap.sh) plus Debian's own
 # packages: a kernel (linux-image-amd64), cloud-init (configured by the NoCloud seed the provisioner
-# makes), openssh-server, the QEMU guest agent and python3. The root filesystem becomes an ext4 image
-# (mkfs.ext4 -d, no partition table) converted to qcow2; the kernel and initrd sit beside it, since the
-# guest is booted by passing them to QEMU directly (kvm_kernel, kvm_initrd, kvm_kernel_args).
+# makes), openssh-server, the QEMU guest agent, python3, and nginx + openssl: what role ollama_proxy
+# installs when the VM is exposed (the emulated guest would take minutes to read Debian's package lists
+# itself); the distribution's nginx.service stays disabled, as the role leaves it. The root filesystem
+# becomes an ext4 image (mkfs.ext4 -d, no partition table) converted to qcow2; the kernel and initrd
+# sit beside it, since the guest is booted by passing them to QEMU directly (kvm_kernel, kvm_initrd,
+# kvm_kernel_args).
 #
 # Built once and cached under $STATE/guest/<hash of this recipe>/: base.qcow2, vmlinuz, initrd.img.
 # Prints that directory on stdout. Usage: bash tests/infra/guest-image.sh
@@ -14,7 +17,7 @@ STATE=${OLLAMA_PROVISIONER_STATE:-/var/tmp/ollama-provisioner}
 RECIPE_HASH=$(sha256sum "$0" | cut -c1-16)
 OUT=$STATE/guest/$RECIPE_HASH
 PACKAGES="linux-image-amd64 initramfs-tools cloud-init openssh-server qemu-guest-agent python3 sudo ifupdown
-isc-dhcp-client zstd curl ca-certificates"
+isc-dhcp-client zstd curl ca-certificates nginx openssl"
 if [ -s "$OUT/base.qcow2" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.img" ]; then
   echo "$OUT"; exit 0
 fi
@@ -46,6 +49,7 @@ printf 'datasource_list: [NoCloud, None]\n' > "$R/etc/cloud/cloud.cfg.d/90-ollam
 : > "$R/etc/machine-id"; rm -f "$R/var/lib/dbus/machine-id" "$R"/etc/ssh/ssh_host_* "$R/etc/hostname"
 # ifupdown's interfaces file only sources the one cloud-init writes.
 printf 'auto lo\niface lo inet loopback\nsource /etc/network/interfaces.d/*\n' > "$R/etc/network/interfaces"
+rm -f "$R/etc/systemd/system/multi-user.target.wants/nginx.service"
 ln -sf /lib/systemd/system/serial-getty@.service "$R/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
 cp "$R"/boot/vmlinuz-* "$BUILD/vmlinuz"; cp "$R"/boot/initrd.img-* "$BUILD/initrd.img"
 chmod 0644 "$BUILD/vmlinuz" "$BUILD/initrd.img"
