@@ -6,6 +6,7 @@ reads after ``host 'x': variable = value:`` (see settings.format_validation_erro
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -48,3 +49,12 @@ def pci_addresses(value: Any) -> list[str]:
             raise ValueError(f"{a} is listed twice")
         out.append(a)
     return out
+
+
+def is_ip_address(host: str) -> bool:
+    """Whether the host part of a HOST:PORT address (IPv6 in brackets or not) is an IP address."""
+    try:
+        ipaddress.ip_address(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+    except ValueError:
+        return False
+    return True

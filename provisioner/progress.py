@@ -284,7 +284,8 @@ class Display:
             d = stats.get(key)
             return {str(h) for h, n in d.items() if n} if isinstance(d, dict) else set()
 
-        found = (stats.get("artifact_data") or {}).get("provision_notes") if isinstance(stats.get("artifact_data"), dict) else None
+        artifact = stats.get("artifact_data")
+        found = artifact.get("provision_notes") if isinstance(artifact, dict) else None
         self.notes = [" ".join(str(n).split()) for n in found] if isinstance(found, list) else []
         failed, dark = bad("failures"), bad("dark")
         for h in self.counts:

@@ -403,11 +403,7 @@ class ExposeSettings(BaseModel):
         bare = host_part[1:-1] if host_part.startswith("[") else host_part
         names = [f"DNS:{host}"]
         if bare not in _WILDCARDS:
-            try:
-                ipaddress.ip_address(bare)
-                names.append(f"IP:{bare}")
-            except ValueError:
-                names.append(f"DNS:{bare}")
+            names.append(f"IP:{bare}" if fields.is_ip_address(bare) else f"DNS:{bare}")
         return {
             "ollama_proxy_enabled": True,
             "ollama_proxy_port": self.expose_port,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping
 
@@ -161,14 +160,6 @@ class KvmSettings(BaseModel):
         return "/var/lib/libvirt/images/ollama-provisioner-base"
 
 
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
-    except ValueError:
-        return False
-    return True
-
-
 def guest_mac(settings: HostSettings) -> str:
     """A stable MAC for the guest's NIC (QEMU's 52:54:00 prefix): the seed's network config finds the NIC
     by it, and a redefined domain keeps its DHCP lease."""
@@ -249,7 +240,7 @@ class KvmTarget(TargetModule):
         if base.startswith(("http://", "https://")) and not settings.kvm_base_image_checksum_url:
             problems.append(f"kvm_base_image = {base!r} is a URL without kvm_base_image_checksum_url; set it to the "
                             "image's published checksum file (e.g. .../SHA512SUMS), or give a local path")
-        if self._forwarded(settings) and not _is_address(settings.expose_host):
+        if self._forwarded(settings) and not fields.is_ip_address(settings.expose_host):
             problems.append(f"ollama_expose_address = {settings.ollama_expose_address!r} names a host; the libvirt "
                             "host's forward listens on an address: give an IP address of the host (or 0.0.0.0:PORT), "
                             "or set kvm_expose_forward: false with the guest on a LAN bridge")
@@ -369,13 +360,8 @@ class KvmTarget(TargetModule):
 
     def expose_url(self, settings: HostSettings, place_address: str | None) -> str | None:
         # Forwarded: through the host's forward (the exposed address, or the host's own address for a
-        # wildcard); on a LAN bridge: the guest's proxy itself.
-        if not self._forwarded(settings):
-            return super().expose_url(settings, place_address)
-        host = settings.expose_host
-        if host in ("0.0.0.0", "[::]", "::", ""):
-            host = settings.address or settings.host
-        return f"https://{host}:{settings.expose_port}"
+        # wildcard), not the guest's address; on a LAN bridge: the guest's proxy itself.
+        return super().expose_url(settings, None if self._forwarded(settings) else place_address)
 
     def _forward_vars(self, settings: HostSettings) -> dict[str, Any]:
         """Role ollama_forward's variables: present while the host is exposed through a forward, absent
